@@ -1,0 +1,178 @@
+"""One PETSc TS for a problem + method + checkpoint policy: forward solves and adjoints."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ConfigurationError, ConvergenceError, ts_reason
+from .jacobians import AdjointShells, ParamBuffer
+from .methods import Method
+from .options import ScopedOptions
+from .vec import PETSc, as_petsc_comm, as_tensor, as_vec
+
+
+class Integrator:
+    """Owns one TS (and its vectors) for a fixed problem shape; reusable across calls.
+
+    ``adjoint=True`` adds the Jacobian shells and a trajectory so that
+    :meth:`adjoint` can run TSAdjointSolve after :meth:`forward`.
+    """
+
+    def __init__(self, problem, method: Method, *, rtol: float, atol: float,
+                 step_size: float | None, options: ScopedOptions, comm=None,
+                 adjoint: bool = False, solution_only: bool = False):
+        self.problem, self.method = problem, method
+        self.rtol, self.atol, self.step_size = rtol, atol, step_size
+        self.comm = as_petsc_comm(comm)
+        self._error: BaseException | None = None
+        P = PETSc()
+        n, dev, dt = problem.numel, problem.device, problem.dtype
+        self.u = torch.zeros(n, dtype=dt, device=dev)
+        self.U = as_vec(self.u, self.comm)
+        self._f = torch.zeros(n, dtype=dt, device=dev)
+        self.F = as_vec(self._f, self.comm)
+        ts = self.ts = P.TS().create(self.comm)
+        ts.setProblemType(P.TS.ProblemType.NONLINEAR)
+        ts.setType(method.ts_type)
+        ts.setRHSFunction(self._rhs_cb, self.F)
+        ts.setExactFinalTime(P.TS.ExactFinalTime.MATCHSTEP)
+        ts.setMaxSteps(2**31 - 2)
+        ts.setMaxSNESFailures(-1)
+        ts.setErrorIfStepFails(False)
+        ts.setMonitor(self._monitor_cb)
+        defaults = dict(method.options)
+        if step_size is None and method.adaptive:
+            defaults["ts_adapt_type"] = "basic"
+            ts.setTolerances(rtol=rtol, atol=atol)
+        else:
+            defaults["ts_adapt_type"] = "none"
+        self.shells = None
+        if adjoint:
+            self.pbuf = ParamBuffer(problem.params, dt, dev)
+            self.shells = AdjointShells(problem, self.comm, self.pbuf)
+            ts.setRHSJacobian(self.shells.at, self.shells.J, self.shells.J)
+            ts.setRHSJacobianP(self.shells.at_p, self.shells.Jp)
+            ts.setSaveTrajectory()
+            defaults["ts_trajectory_type"] = "memory"
+            defaults["ts_trajectory_solution_only"] = bool(solution_only)
+            self.lam = torch.zeros(n, dtype=dt, device=dev)
+            self.L = as_vec(self.lam, self.comm)
+            self.mu = torch.zeros(self.pbuf.numel, dtype=dt, device=dev)
+            self.M = as_vec(self.mu, self.comm) if self.pbuf.numel else None
+        options.with_defaults(defaults).apply(ts)
+        self.adaptive = P.Options().getString(options.prefix + "ts_adapt_type", defaults["ts_adapt_type"]) != "none"
+        self.out: torch.Tensor | None = None
+        self.t_out: np.ndarray | None = None
+        self.out_steps: list[int] = []
+        self.step_times: list[float] = []
+
+    # ---- callbacks (errors are kept and re-raised with their own type) -------------
+    def _rhs_cb(self, ts, t, X, F):
+        try:
+            prob = self.problem
+            x = as_tensor(X, prob.shape, "r")
+            as_tensor(F, prob.shape).copy_(prob.rhs(t, x))
+        except BaseException as exc:
+            self._error = self._error or exc
+            raise
+
+    def _monitor_cb(self, ts, step, t, X):
+        try:
+            k = len(self.out_steps)
+            if self.record_steps:
+                self.step_times.append(t)
+            u = self.u
+            if step > 0 and not bool(torch.isfinite(u).all()):
+                raise ConvergenceError("the state became non-finite (NaN or Inf)", time=self._user_t(t), step=step)
+            if k < len(self.t_out) and _close(t, self.t_out[k]):
+                self.out[k].view(-1).copy_(u)
+                self.out_steps.append(step)
+        except BaseException as exc:
+            self._error = self._error or exc
+            raise
+
+    def _user_t(self, s: float) -> float:
+        return self.problem.sign * s
+
+    # ---- forward -------------------------------------------------------------------
+    def forward(self, y0: torch.Tensor, t_out: np.ndarray, out: torch.Tensor,
+                record_steps: bool = False) -> None:
+        """Solve from ``t_out[0]`` to ``t_out[-1]`` (PETSc time), writing ``out[k]``."""
+        ts = self.ts
+        self.t_out, self.out, self.out_steps = t_out, out, []
+        self.record_steps, self.step_times = record_steps, []
+        self.u.copy_(y0.reshape(-1))
+        self.U.stateIncrease()
+        ts.setTime(float(t_out[0]))
+        ts.setStepNumber(0)
+        ts.setMaxTime(float(t_out[-1]))
+        ts.setEvaluationTimes(list(map(float, t_out)))
+        ts.setTimeStep(self._initial_step(t_out))
+        self._solve(lambda: ts.solve(self.U))
+        if len(self.out_steps) != len(t_out):
+            raise ConvergenceError(
+                f"the solve reached {len(self.out_steps)} of {len(t_out)} output times",
+                time=self._user_t(ts.getTime()), step=ts.getStepNumber(),
+                reason=ts_reason(ts.getConvergedReason()))
+
+    def _initial_step(self, t_out: np.ndarray) -> float:
+        if self.step_size is not None:
+            return float(self.step_size)
+        gaps = np.diff(t_out)
+        span = float(t_out[-1] - t_out[0])
+        if self.adaptive:
+            return min(float(gaps.min()), 1e-2 * span) if span > 0 else 1.0
+        return float(gaps.min())
+
+    def _solve(self, run) -> None:
+        self._error = None
+        try:
+            run()
+        except BaseException as exc:
+            err, self._error = self._error, None
+            if err is not None and err is not exc:
+                raise err.with_traceback(err.__traceback__) from None
+            raise
+        reason = self.ts.getConvergedReason()
+        if reason < 0:
+            raise ConvergenceError(
+                "the time integration failed; try tighter tolerances, a smaller step, an implicit "
+                "method or another preconditioner", time=self._user_t(self.ts.getTime()),
+                step=self.ts.getStepNumber(), reason=ts_reason(reason))
+
+    # ---- adjoint -------------------------------------------------------------------
+    def adjoint(self, grads_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TSAdjointSolve back through the last forward, adding ``grads_out[k]`` at each
+        output time. Returns (dL/dy0 flat, dL/dparams flat) as views of owned buffers."""
+        ts = self.ts
+        g = grads_out.reshape(len(self.out_steps), -1)
+        self.lam.copy_(g[-1])
+        self.mu.zero_()
+        self.L.stateIncrease()
+        if self.M is not None:
+            self.M.stateIncrease()
+            ts.setCostGradients([self.L], [self.M])
+        else:
+            ts.setCostGradients([self.L])
+        for k in range(len(self.out_steps) - 1, 0, -1):
+            nsteps = self.out_steps[k] - self.out_steps[k - 1]
+            ts.adjointSetSteps(nsteps)
+            self._solve(ts.adjointSolve)
+            self.lam.add_(g[k - 1])
+            self.L.stateIncrease()
+        return self.lam, self.mu
+
+    def destroy(self) -> None:
+        """Free the PETSc objects now (otherwise the garbage collector does)."""
+        if self.shells is not None:
+            self.shells.destroy()
+        self.ts.destroy()
+        self.U.destroy()
+        self.F.destroy()
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-10 * max(1.0, abs(a), abs(b))

@@ -1,0 +1,74 @@
+"""Scoped PETSc options: a dict applied under one object's prefix, command line first.
+
+Each pnode object owns an options prefix. ``ScopedOptions.apply`` writes the object's
+dict into PETSc's options database under that prefix, lets the PETSc object read them
+(``setFromOptions``) and removes them again, so they never leak into another object.
+Values already in the database (for instance ``-node_ts_type cn`` from ``sys.argv``
+passed to :func:`pnode.init`) are left alone and therefore win.
+"""
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+from .errors import ConfigurationError
+from .vec import PETSc
+
+_counter = itertools.count()
+
+
+def unique_prefix(stem: str = "pnode") -> str:
+    """A fresh prefix such as ``pnode3_`` for an object the user did not name."""
+    return f"{stem}{next(_counter)}_"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ",".join(_value(x) for x in v)
+    return str(v)
+
+
+class ScopedOptions:
+    """PETSc options for one object: ``prefix`` plus a dict of ``key -> value``."""
+
+    def __init__(self, prefix: str | None = None, options: Mapping[str, Any] | None = None):
+        if prefix is not None and (not isinstance(prefix, str) or prefix.startswith("-")):
+            raise ConfigurationError(f"options_prefix must be a string without a leading '-', got {prefix!r}")
+        self.prefix = prefix if prefix is not None else unique_prefix()
+        self.options = {}
+        for key, val in dict(options or {}).items():
+            if not isinstance(key, str) or not key:
+                raise ConfigurationError(f"option names must be non-empty strings, got {key!r}")
+            self.options[key.lstrip("-")] = val
+
+    def with_defaults(self, defaults: Mapping[str, Any]) -> "ScopedOptions":
+        """A copy where ``defaults`` fill keys the user's dict does not set."""
+        merged = dict(defaults)
+        merged.update(self.options)
+        return ScopedOptions(self.prefix, merged)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """Insert this object's options for the duration of a ``setFromOptions`` call."""
+        db = PETSc().Options()
+        inserted = []
+        try:
+            for key, val in self.options.items():
+                name = self.prefix + key
+                if db.hasName(name):
+                    continue  # the command line (or the user) set it: it wins
+                db.setValue(name, _value(val) if val is not None else None)
+                inserted.append(name)
+            yield
+        finally:
+            for name in inserted:
+                db.delValue(name)
+
+    def apply(self, petsc_object) -> None:
+        """``petsc_object.setOptionsPrefix(prefix)`` then ``setFromOptions()`` with our dict."""
+        petsc_object.setOptionsPrefix(self.prefix)
+        with self.applied():
+            petsc_object.setFromOptions()

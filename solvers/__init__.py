@@ -1,0 +1,1 @@
+"""Training solvers that share pnode's communicator (trust-region, multilevel, unrolling)."""

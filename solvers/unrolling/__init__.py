@@ -1,0 +1,1 @@
+"""Algorithm-unrolling networks on PETSc operators."""
