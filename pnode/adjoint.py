@@ -6,7 +6,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .integrator import Integrator
-from .jacobians import ParamBuffer
+from .revolve import BudgetedAdjoint
 
 
 class Solve:
@@ -15,27 +15,19 @@ class Solve:
     def __init__(self, integrator: Integrator, t_petsc: np.ndarray, checkpoint: Checkpoint,
                  owns: bool):
         self.integrator, self.t, self.checkpoint, self.owns = integrator, t_petsc, checkpoint, owns
+        self.runner = BudgetedAdjoint(integrator, checkpoint) if checkpoint.mode == "budget" else integrator
 
     def forward(self, y0: torch.Tensor) -> torch.Tensor:
         prob = self.integrator.problem
         out = torch.empty((len(self.t),) + prob.shape, dtype=prob.dtype, device=prob.device)
-        if self.checkpoint.mode == "budget":
-            from .revolve import BudgetedAdjoint
-
-            self.budgeted = BudgetedAdjoint(self.integrator, self.checkpoint)
-            self.budgeted.forward(y0, self.t, out)
-        else:
-            self.integrator.forward(y0, self.t, out)
+        self.runner.forward(y0, self.t, out)
         return out
 
     def backward(self, grad_out: torch.Tensor):
-        if self.checkpoint.mode == "budget":
-            lam, mu = self.budgeted.adjoint(grad_out)
-        else:
-            lam, mu = self.integrator.adjoint(grad_out)
+        lam, mu = self.runner.adjoint(grad_out)
         prob = self.integrator.problem
         gy0 = lam.view(prob.shape).clone()
-        gparams = [g.clone() for g in self.integrator.pbuf.unpack(mu)]
+        gparams = [g.clone() for g in self.runner.pbuf.unpack(mu)]
         return gy0, gparams
 
     def __del__(self):
@@ -58,5 +50,3 @@ class AdjointFunction(torch.autograd.Function):
         ctx.solve = None
         return (None, gy0, *gparams)
 
-
-__all__ = ["AdjointFunction", "Solve", "ParamBuffer"]

@@ -23,7 +23,12 @@ class Integrator:
 
     def __init__(self, problem, method: Method, *, rtol: float, atol: float,
                  step_size: float | None, options: ScopedOptions, comm=None,
-                 adjoint: bool = False, solution_only: bool = False):
+                 adjoint: bool = False, solution_only: bool = False, replay: bool = False):
+        self._args = dict(problem=problem, method=method, rtol=rtol, atol=atol, step_size=step_size,
+                          options=options, comm=comm, adjoint=adjoint, solution_only=solution_only,
+                          replay=replay)
+        self.siblings: dict = {}
+        self._replay_times: np.ndarray | None = None
         self.problem, self.method = problem, method
         self.rtol, self.atol, self.step_size = rtol, atol, step_size
         self.comm = as_petsc_comm(comm)
@@ -43,6 +48,8 @@ class Integrator:
         ts.setMaxSNESFailures(-1)
         ts.setErrorIfStepFails(False)
         ts.setMonitor(self._monitor_cb)
+        if replay:
+            ts.setPreStep(self._prestep_cb)
         defaults = dict(method.options)
         if step_size is None and method.adaptive:
             defaults["ts_adapt_type"] = "basic"
@@ -50,8 +57,8 @@ class Integrator:
         else:
             defaults["ts_adapt_type"] = "none"
         self.shells = None
+        self.pbuf = ParamBuffer(problem.params, dt, dev)
         if adjoint:
-            self.pbuf = ParamBuffer(problem.params, dt, dev)
             self.shells = AdjointShells(problem, self.comm, self.pbuf)
             ts.setRHSJacobian(self.shells.at, self.shells.J, self.shells.J)
             ts.setRHSJacobianP(self.shells.at_p, self.shells.Jp)
@@ -62,8 +69,9 @@ class Integrator:
             self.L = as_vec(self.lam, self.comm)
             self.mu = torch.zeros(self.pbuf.numel, dtype=dt, device=dev)
             self.M = as_vec(self.mu, self.comm) if self.pbuf.numel else None
-        options.with_defaults(defaults).apply(ts)
-        self.adaptive = P.Options().getString(options.prefix + "ts_adapt_type", defaults["ts_adapt_type"]) != "none"
+        options.with_defaults(defaults).apply(ts, force={"ts_adapt_type": "none"} if replay else None)
+        self.adaptive = not replay and P.Options().getString(
+            options.prefix + "ts_adapt_type", defaults["ts_adapt_type"]) != "none"
         self.out: torch.Tensor | None = None
         self.t_out: np.ndarray | None = None
         self.out_steps: list[int] = []
@@ -82,8 +90,7 @@ class Integrator:
     def _monitor_cb(self, ts, step, t, X):
         try:
             k = len(self.out_steps)
-            if self.record_steps:
-                self.step_times.append(t)
+            self.step_times.append(t)
             u = self.u
             if step > 0 and not bool(torch.isfinite(u).all()):
                 raise ConvergenceError("the state became non-finite (NaN or Inf)", time=self._user_t(t), step=step)
@@ -94,21 +101,26 @@ class Integrator:
             self._error = self._error or exc
             raise
 
+    def _prestep_cb(self, ts):
+        k = ts.getStepNumber()
+        ts.setTimeStep(float(self._replay_times[k + 1] - self._replay_times[k]))
+
     def _user_t(self, s: float) -> float:
         return self.problem.sign * s
 
     # ---- forward -------------------------------------------------------------------
-    def forward(self, y0: torch.Tensor, t_out: np.ndarray, out: torch.Tensor,
-                record_steps: bool = False) -> None:
-        """Solve from ``t_out[0]`` to ``t_out[-1]`` (PETSc time), writing ``out[k]``."""
+    def forward(self, y0: torch.Tensor, t_out: np.ndarray, out: torch.Tensor) -> None:
+        """Solve from ``t_out[0]`` to ``t_out[-1]`` (PETSc time), writing ``out[k]`` and
+        recording the accepted step times in ``step_times``."""
         ts = self.ts
         self.t_out, self.out, self.out_steps = t_out, out, []
-        self.record_steps, self.step_times = record_steps, []
+        self.step_times = []
         self.u.copy_(y0.reshape(-1))
         self.U.stateIncrease()
         ts.setTime(float(t_out[0]))
         ts.setStepNumber(0)
         ts.setMaxTime(float(t_out[-1]))
+        ts.setMaxSteps(2**31 - 2)
         ts.setEvaluationTimes(list(map(float, t_out)))
         ts.setTimeStep(self._initial_step(t_out))
         self._solve(lambda: ts.solve(self.U))
@@ -117,6 +129,31 @@ class Integrator:
                 f"the solve reached {len(self.out_steps)} of {len(t_out)} output times",
                 time=self._user_t(ts.getTime()), step=ts.getStepNumber(),
                 reason=ts_reason(ts.getConvergedReason()))
+
+    def replay(self, x: torch.Tensor, times: np.ndarray) -> torch.Tensor:
+        """Step exactly through the recorded step ``times`` from state ``x`` (needs
+        ``replay=True``); returns the final state (a view of the owned buffer)."""
+        ts = self.ts
+        self._replay_times = times
+        self.t_out, self.out_steps, self.step_times = times[[0, -1]], [], []
+        self.out = torch.empty((2, self.problem.numel), dtype=self.u.dtype, device=self.u.device)
+        self.u.copy_(x.reshape(-1))
+        self.U.stateIncrease()
+        ts.setTime(float(times[0]))
+        ts.setStepNumber(0)
+        ts.setMaxTime(float(times[-1]))
+        ts.setMaxSteps(len(times) - 1)
+        ts.setEvaluationTimes([float(times[0]), float(times[-1])])
+        ts.setTimeStep(float(times[1] - times[0]))
+        self._solve(lambda: ts.solve(self.U))
+        return self.u
+
+    def sibling(self, **changes) -> "Integrator":
+        """Another integrator of the same problem and settings (kept and freed with this one)."""
+        key = tuple(sorted(changes.items()))
+        if key not in self.siblings:
+            self.siblings[key] = Integrator(**{**self._args, **changes})
+        return self.siblings[key]
 
     def _initial_step(self, t_out: np.ndarray) -> float:
         if self.step_size is not None:
@@ -144,6 +181,15 @@ class Integrator:
                 step=self.ts.getStepNumber(), reason=ts_reason(reason))
 
     # ---- adjoint -------------------------------------------------------------------
+    def set_cost_gradients(self) -> None:
+        """Hand ``lam`` (and ``mu``) to PETSc as the adjoint variables."""
+        self.L.stateIncrease()
+        if self.M is not None:
+            self.M.stateIncrease()
+            self.ts.setCostGradients([self.L], [self.M])
+        else:
+            self.ts.setCostGradients([self.L])
+
     def adjoint(self, grads_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """TSAdjointSolve back through the last forward, adding ``grads_out[k]`` at each
         output time. Returns (dL/dy0 flat, dL/dparams flat) as views of owned buffers."""
@@ -151,12 +197,7 @@ class Integrator:
         g = grads_out.reshape(len(self.out_steps), -1)
         self.lam.copy_(g[-1])
         self.mu.zero_()
-        self.L.stateIncrease()
-        if self.M is not None:
-            self.M.stateIncrease()
-            ts.setCostGradients([self.L], [self.M])
-        else:
-            ts.setCostGradients([self.L])
+        self.set_cost_gradients()
         for k in range(len(self.out_steps) - 1, 0, -1):
             nsteps = self.out_steps[k] - self.out_steps[k - 1]
             ts.adjointSetSteps(nsteps)
@@ -167,6 +208,9 @@ class Integrator:
 
     def destroy(self) -> None:
         """Free the PETSc objects now (otherwise the garbage collector does)."""
+        for sib in self.siblings.values():
+            sib.destroy()
+        self.siblings = {}
         if self.shells is not None:
             self.shells.destroy()
         self.ts.destroy()

@@ -80,7 +80,7 @@ class _Config:
         problem = ExplicitProblem(func, y0.shape, y0.dtype, y0.device, params, sign)
         return Integrator(problem, self.method, rtol=self.rtol, atol=self.atol,
                           step_size=self.step_size, options=self.scoped, comm=self.comm,
-                          adjoint=adjoint,
+                          adjoint=adjoint and (checkpoint is None or checkpoint.mode != "budget"),
                           solution_only=checkpoint is not None and checkpoint.mode != "all")
 
 
@@ -170,6 +170,13 @@ class NeuralODE(torch.nn.Module):
             self._finalizer = weakref.finalize(self, self._integ.destroy)
             self._key = key
         return self._integ
+
+    @property
+    def step_times(self) -> np.ndarray:
+        """User times of the accepted steps of the last forward solve (start included)."""
+        if self._integ is None:
+            return np.empty(0)
+        return self._integ.problem.sign * np.asarray(self._integ.step_times)
 
     def forward(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         params = _params_of(self.func, self._adjoint_params)

@@ -51,24 +51,37 @@ class ScopedOptions:
         return ScopedOptions(self.prefix, merged)
 
     @contextmanager
-    def applied(self) -> Iterator[None]:
-        """Insert this object's options for the duration of a ``setFromOptions`` call."""
+    def applied(self, force: Mapping[str, Any] | None = None) -> Iterator[None]:
+        """Insert this object's options for the duration of a ``setFromOptions`` call.
+
+        ``force`` holds options that must take these values even over the command line
+        (pnode's own invariants, e.g. no step adaptivity while replaying recorded steps).
+        """
         db = PETSc().Options()
-        inserted = []
+        inserted, restore = [], {}
         try:
             for key, val in self.options.items():
                 name = self.prefix + key
-                if db.hasName(name):
+                if db.hasName(name) or (force and key in force):
                     continue  # the command line (or the user) set it: it wins
                 db.setValue(name, _value(val) if val is not None else None)
                 inserted.append(name)
+            for key, val in (force or {}).items():
+                name = self.prefix + key
+                if db.hasName(name):
+                    restore[name] = db.getString(name)
+                else:
+                    inserted.append(name)
+                db.setValue(name, _value(val))
             yield
         finally:
             for name in inserted:
                 db.delValue(name)
+            for name, val in restore.items():
+                db.setValue(name, val)
 
-    def apply(self, petsc_object) -> None:
+    def apply(self, petsc_object, force: Mapping[str, Any] | None = None) -> None:
         """``petsc_object.setOptionsPrefix(prefix)`` then ``setFromOptions()`` with our dict."""
         petsc_object.setOptionsPrefix(self.prefix)
-        with self.applied():
+        with self.applied(force):
             petsc_object.setFromOptions()

@@ -26,7 +26,8 @@ def PETSc():
 
 
 def init(argv: list[str] | None = None) -> None:
-    """Initialise PETSc, passing ``argv`` (e.g. ``sys.argv``) to its options database.
+    """Initialise PETSc, passing ``argv`` (e.g. ``sys.argv``; ``argv[0]`` is the program) to
+    its options database.
 
     Call it before any other pnode function for ``-prefix_ts_type ...`` flags to apply.
     Later calls (or a PETSc already initialised by the user) change nothing.
@@ -35,7 +36,7 @@ def init(argv: list[str] | None = None) -> None:
         return
     import petsc4py
 
-    petsc4py.init(list(argv) if argv is not None else [sys.argv[0] if sys.argv else "pnode"])
+    petsc4py.init(["pnode"] + [str(a) for a in (argv or [])[1:]])
     from petsc4py import PETSc as _  # noqa: F401
 
 
