@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigurationError, ConvergenceError, ts_reason
+from .implicit import SOLVER_DEFAULTS, ImplicitOperators
 from .jacobians import AdjointShells, ParamBuffer
 from .methods import Method
 from .options import ScopedOptions
@@ -42,10 +43,13 @@ class Integrator:
         ts = self.ts = P.TS().create(self.comm)
         ts.setProblemType(P.TS.ProblemType.NONLINEAR)
         ts.setType(method.ts_type)
-        ts.setRHSFunction(self._rhs_cb, self.F)
+        explicit = problem.explicit if method.implicit else problem
+        if explicit is not None:
+            ts.setRHSFunction(self._rhs_cb, self.F)
         ts.setExactFinalTime(P.TS.ExactFinalTime.MATCHSTEP)
         ts.setMaxSteps(2**31 - 2)
-        ts.setMaxSNESFailures(-1)
+        fixed = step_size is not None or not method.adaptive
+        ts.setMaxSNESFailures(1 if method.implicit and fixed else 10 if method.implicit else -1)
         ts.setErrorIfStepFails(False)
         ts.setMonitor(self._monitor_cb)
         if replay:
@@ -56,12 +60,17 @@ class Integrator:
             ts.setTolerances(rtol=rtol, atol=atol)
         else:
             defaults["ts_adapt_type"] = "none"
-        self.shells = None
+        self.shells = self.implicit = None
         self.pbuf = ParamBuffer(problem.params, dt, dev)
-        if adjoint:
-            self.shells = AdjointShells(problem, self.comm, self.pbuf)
+        if method.implicit:
+            defaults.update(SOLVER_DEFAULTS)
+            self.implicit = ImplicitOperators(problem, self.comm, self.pbuf if adjoint else None)
+            self.implicit.attach(ts, self.F, adjoint)
+        if adjoint and explicit is not None:
+            self.shells = AdjointShells(explicit, self.comm, self.pbuf)
             ts.setRHSJacobian(self.shells.at, self.shells.J, self.shells.J)
             ts.setRHSJacobianP(self.shells.at_p, self.shells.Jp)
+        if adjoint:
             ts.setSaveTrajectory()
             defaults["ts_trajectory_type"] = "memory"
             defaults["ts_trajectory_solution_only"] = bool(solution_only)
@@ -172,6 +181,11 @@ class Integrator:
             err, self._error = self._error, None
             if err is not None and err is not exc:
                 raise err.with_traceback(err.__traceback__) from None
+            if isinstance(exc, PETSc().Error):
+                raise ConvergenceError(
+                    f"PETSc failed: {_petsc_error_words(exc)}; try tighter tolerances, a smaller "
+                    "step or an implicit method", time=self._user_t(self.ts.getTime()),
+                    step=self.ts.getStepNumber()) from exc
             raise
         reason = self.ts.getConvergedReason()
         if reason < 0:
@@ -213,9 +227,18 @@ class Integrator:
         self.siblings = {}
         if self.shells is not None:
             self.shells.destroy()
+        if self.implicit is not None:
+            self.implicit.destroy()
         self.ts.destroy()
         self.U.destroy()
         self.F.destroy()
+
+
+def _petsc_error_words(exc) -> str:
+    if getattr(exc, "ierr", None) == 72:
+        return "a non-finite value (NaN or Inf) appeared"
+    lines = [ln.split("] ", 1)[-1] for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else str(exc)
 
 
 def _close(a: float, b: float) -> bool:

@@ -1,0 +1,272 @@
+"""Implicit and IMEX problems: ``M y' = g(t, y) [+ f(t, y)]`` as PETSc IFunction/IJacobian.
+
+The stiff part ``g`` goes to PETSc as ``F(t, u, u') = M u' - g(t, u)`` with a matrix-free
+IJacobian shell ``shift*M - dg/du``: ``mult`` (Newton's Krylov solves) and
+``multTranspose`` (the adjoint's transposed solves) both reuse one autograd graph of
+``g`` per linearisation point (the double-backward trick: ``(dg/du) v`` is the derivative
+of ``(dg/du)^T w`` in ``w``). The parameter Jacobian shell answers ``(dF/dp)^T v =
+-(dg/dp)^T v``. An explicit part ``f`` (IMEX, ARKIMEX only) stays a RHSFunction whose
+adjoint shells are :class:`pnode.jacobians.AdjointShells`.
+
+Exactness of gradients. PETSc's adjoint solves ``(shift*M - dg/du)^T lambda = r`` once per
+implicit stage with the TS's own KSP, so the gradient is exact only up to that solve's
+tolerance, and the forward stages must satisfy their equations up to Newton's. Defaults:
+``snes_rtol=1e-10``, ``snes_atol=1e-12`` (forward), ``ksp_rtol=1e-12``, ``ksp_atol=1e-30``
+(forward and adjoint, GMRES without preconditioner). With them gradients agree with
+backpropagation through the same discrete scheme to ~1e-10 relative in float64; looser
+values (``options={"ksp_rtol": ...}``) trade that for speed.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .errors import ConfigurationError
+from .problem import ExplicitProblem
+from .vec import PETSc, as_tensor
+
+#: default solver options of implicit methods (the user's options and the command line win)
+SOLVER_DEFAULTS = {"snes_type": "newtonls", "snes_rtol": 1e-10, "snes_atol": 1e-12,
+                   "snes_max_it": 50, "ksp_type": "gmres", "pc_type": "none",
+                   "ksp_rtol": 1e-12, "ksp_atol": 1e-30, "ksp_max_it": 1000}
+
+
+class MassMatrix:
+    """A constant mass matrix: ``(n, n)`` dense or ``(n,)`` diagonal; may be singular (DAE)."""
+
+    def __init__(self, M: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device):
+        if not isinstance(M, torch.Tensor):
+            raise ConfigurationError(f"mass must be a torch.Tensor, got {type(M).__name__}")
+        if tuple(M.shape) not in ((n, n), (n,)):
+            raise ConfigurationError(
+                f"mass must have shape ({n}, {n}) or ({n},) (diagonal) for a state of {n} values, "
+                f"got {tuple(M.shape)}")
+        if not bool(torch.isfinite(M).all()):
+            raise ConfigurationError("mass contains non-finite values")
+        self.M = M.detach().to(dtype=dtype, device=device)
+        self.diagonal = M.ndim == 1
+
+    def apply(self, v: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``M v`` (or ``M^T v``) for a flat ``v``."""
+        if self.diagonal:
+            return self.M * v
+        return (self.M.T if transpose else self.M) @ v
+
+    def algebraic_basis(self, rtol: float = 1e-12) -> torch.Tensor | None:
+        """Columns spanning the left null space of M (the algebraic equations), or None."""
+        if self.diagonal:
+            scale = float(self.M.abs().max()) if self.M.numel() else 0.0
+            idx = torch.nonzero(self.M.abs() <= rtol * max(scale, 1e-300)).view(-1)
+            if idx.numel() == 0:
+                return None
+            return torch.eye(self.M.numel(), dtype=self.M.dtype, device=self.M.device)[:, idx]
+        U, S, _ = torch.linalg.svd(self.M)
+        null = S <= rtol * max(float(S.max()), 1e-300)
+        return U[:, null] if bool(null.any()) else None
+
+
+class ImplicitProblem:
+    """``M y' = g(t, y) + f(t, y)``: ``implicit`` (g, required), ``explicit`` (f or None).
+
+    Both parts are :class:`ExplicitProblem` objects over the same state and the same
+    parameter list (the union of both parts' parameters), so their parameter gradients
+    share one flat layout.
+    """
+
+    def __init__(self, implicit: ExplicitProblem, explicit: ExplicitProblem | None,
+                 mass: MassMatrix | None):
+        self.implicit, self.explicit, self.mass = implicit, explicit, mass
+        self.shape, self.numel = implicit.shape, implicit.numel
+        self.dtype, self.device = implicit.dtype, implicit.device
+        self.params, self.sign = implicit.params, implicit.sign
+
+    def rhs(self, s: float, y: torch.Tensor) -> torch.Tensor:
+        """The explicit part (RHSFunction) in PETSc time."""
+        return self.explicit.rhs(s, y)
+
+    def check_consistent(self, s0: float, y0: torch.Tensor, tol: float = 1e-8) -> None:
+        """Raise ConfigurationError if ``y0`` violates the algebraic equations at ``s0``.
+
+        With a singular M (index-1 DAE), ``w^T (g + f)(t0, y0) = 0`` must hold for every
+        ``w`` in M's left null space, to ``tol * max(1, |g + f|_inf)``.
+        """
+        if self.mass is None:
+            return
+        W = self.mass.algebraic_basis()
+        if W is None:
+            return
+        with torch.no_grad():
+            y = y0.reshape(self.shape)
+            r = self.implicit.rhs(s0, y).reshape(-1)
+            if self.explicit is not None:
+                r = r + self.explicit.rhs(s0, y).reshape(-1)
+            viol = (W.T @ r).abs()
+        worst = float(viol.max())
+        if not worst <= tol * max(1.0, float(r.abs().max())):
+            raise ConfigurationError(
+                f"y0 is not consistent with the algebraic equations of the DAE (singular mass): "
+                f"max |w^T g(t0, y0)| = {worst:.3e} over {W.shape[1]} algebraic equation(s) at "
+                f"t0={self.implicit.sign * s0:.6g} (tolerance {tol:g}); solve them for the "
+                "algebraic variables before integrating")
+
+
+class ImplicitOperators:
+    """IFunction, IJacobian shell and (for adjoints) IJacobianP shell of an implicit problem."""
+
+    def __init__(self, problem: ImplicitProblem, comm, params=None):
+        self.problem, self.params = problem, params
+        n = problem.numel
+        P = PETSc()
+        self.jac_ctx = _ShiftedJacobian(problem)
+        self.J = P.Mat().createPython(((n, None), (n, None)), context=self.jac_ctx, comm=comm)
+        self.J.setUp()
+        self.Jp = self.zero = None
+        if params is not None:
+            self.jacp_ctx = _ParamJacobian(problem, params)
+            self.Jp = P.Mat().createPython(((n, None), (params.numel, None)), context=self.jacp_ctx,
+                                           comm=comm)
+            self.Jp.setUp()
+
+    def attach(self, ts, F, adjoint: bool) -> None:
+        """Register the callbacks on ``ts`` (``F`` is the residual work Vec)."""
+        ts.setIFunction(self._ifunction, F)
+        ts.setIJacobian(self._ijacobian, self.J, self.J)
+        if adjoint:
+            ts.setIJacobianP(self._ijacobianp, self.Jp)
+            if self.problem.explicit is None and ts.getType() == "arkimex":
+                # TSAdjointStep_ARKIMEX applies an RHS Jacobian even without an explicit part
+                n = self.problem.numel
+                self.zero = PETSc().Mat().createPython(((n, None), (n, None)), context=_Zero(),
+                                                       comm=ts.getComm())
+                self.zero.setUp()
+                ts.setRHSJacobian(lambda *a: None, self.zero, self.zero)
+
+    def _ifunction(self, ts, t, X, Xdot, F) -> None:
+        prob = self.problem
+        u = as_tensor(X, prob.shape, "r")
+        udot = as_tensor(Xdot, None, "r")
+        out = as_tensor(F)
+        g = prob.implicit.rhs(t, u).reshape(-1)
+        if prob.mass is None:
+            torch.sub(udot, g, out=out)
+        else:
+            torch.sub(prob.mass.apply(udot), g, out=out)
+
+    def _ijacobian(self, ts, t, X, Xdot, shift, A, B) -> None:
+        self.jac_ctx.set_point(t, as_tensor(X, None, "r"), shift)
+
+    def _ijacobianp(self, ts, t, X, Xdot, shift, Jp) -> None:
+        self.jacp_ctx.set_point(t, as_tensor(X, None, "r"))
+
+    def destroy(self) -> None:
+        for m in (self.J, self.Jp, self.zero):
+            if m is not None:
+                m.destroy()
+
+
+class _Linearisation:
+    """``g(t, x)`` with its autograd graph at one point, built lazily and reused."""
+
+    def __init__(self, problem: ImplicitProblem):
+        self.problem = problem
+        self.x = torch.zeros(problem.numel, dtype=problem.dtype, device=problem.device)
+        self.t = 0.0
+        self._graph = None
+
+    def set_point(self, t: float, x: torch.Tensor) -> None:
+        self.t = t
+        self.x.copy_(x)
+        self._graph = None
+
+    def graph(self, wrt: Sequence[torch.Tensor] = ()):
+        """(x leaf, g(t, x) flat) with a retained graph."""
+        if self._graph is None:
+            prob = self.problem
+            with torch.enable_grad():
+                xr = self.x.detach().view(prob.shape).requires_grad_(True)
+                g = prob.implicit.rhs(self.t, xr).reshape(-1)
+            self._graph = (xr, g)
+        return self._graph
+
+
+class _ShiftedJacobian(_Linearisation):
+    """Shell context of ``shift*M - dg/du`` (also scaled by ``MatScale`` calls)."""
+
+    def __init__(self, problem: ImplicitProblem):
+        super().__init__(problem)
+        self.shift, self.factor = 0.0, 1.0
+        self._dual = None
+
+    def set_point(self, t: float, x: torch.Tensor, shift: float = 0.0) -> None:
+        super().set_point(t, x)
+        self.shift, self.factor = shift, 1.0
+        self._dual = None
+
+    def _mass(self, v: torch.Tensor, transpose: bool) -> torch.Tensor:
+        mass = self.problem.mass
+        return v if mass is None else mass.apply(v, transpose)
+
+    def _jvp(self, v: torch.Tensor) -> torch.Tensor:
+        # (dg/du) v = d/dw <(dg/du)^T w, v>, with one double-backward graph per point
+        if self._dual is None:
+            xr, g = self.graph()
+            with torch.enable_grad():
+                w = torch.zeros_like(g, requires_grad=True)
+                (gt,) = torch.autograd.grad(g, xr, w, create_graph=True, allow_unused=True)
+            self._dual = (w, gt)
+        w, gt = self._dual
+        if gt is None or not gt.requires_grad:
+            return torch.zeros_like(v)
+        (jv,) = torch.autograd.grad(gt, w, v.view(gt.shape), retain_graph=True, allow_unused=True)
+        return torch.zeros_like(v) if jv is None else jv.reshape(-1)
+
+    def _vjp(self, v: torch.Tensor) -> torch.Tensor:
+        xr, g = self.graph()
+        if not g.requires_grad:
+            return torch.zeros_like(v)
+        (jt,) = torch.autograd.grad(g, xr, v, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(v) if jt is None else jt.reshape(-1)
+
+    def mult(self, mat, X, Y) -> None:
+        v = as_tensor(X, None, "r")
+        y = as_tensor(Y)
+        y.copy_(self._mass(v, False).mul(self.shift).sub_(self._jvp(v)).mul_(self.factor))
+
+    def multTranspose(self, mat, X, Y) -> None:
+        v = as_tensor(X, None, "r")
+        y = as_tensor(Y)
+        y.copy_(self._mass(v, True).mul(self.shift).sub_(self._vjp(v)).mul_(self.factor))
+
+    def scale(self, mat, a) -> None:
+        self.factor *= float(a)
+
+
+class _ParamJacobian(_Linearisation):
+    """Shell context of ``dF/dp = -dg/dp`` (only its transpose is applied)."""
+
+    def __init__(self, problem: ImplicitProblem, params):
+        super().__init__(problem)
+        self.params = params
+        self._out = torch.zeros(max(params.numel, 1), dtype=problem.dtype, device=problem.device)
+
+    def multTranspose(self, mat, X, Y) -> None:
+        v = as_tensor(X, None, "r")
+        y = as_tensor(Y)
+        xr, g = self.graph()
+        if g.requires_grad and self.params.numel:
+            grads = torch.autograd.grad(g, self.params.params, v, retain_graph=True, allow_unused=True)
+            self.params.pack(grads, self._out)
+        else:
+            self._out.zero_()
+        y.copy_(self._out[: y.numel()]).neg_()
+
+
+class _Zero:
+    """Shell context of a zero matrix."""
+
+    def mult(self, mat, X, Y) -> None:
+        Y.zeroEntries()
+
+    def multTranspose(self, mat, X, Y) -> None:
+        Y.zeroEntries()
