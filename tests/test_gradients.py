@@ -34,15 +34,15 @@ def test_fixed_step_matches_autograd_reference(method):
     assert _rel(_grads(out, inputs), _grads(ref, inputs)) < 1e-10
 
 
-@pytest.mark.parametrize("method", ["heun", "bosh3", "dopri5"])
-def test_adaptive_steps_are_replayed_exactly(method):
+@pytest.mark.parametrize("method, rtol", [("heun", 1e-5), ("bosh3", 1e-6), ("dopri5", 1e-9)])
+def test_adaptive_steps_are_replayed_exactly(method, rtol):
     f = CubicMLP()
     y0 = torch.randn(8, 2, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0.0, 0.3, 0.7, 1.2], dtype=torch.float64)
-    ode = pnode.NeuralODE(f, method=method, rtol=1e-9, atol=1e-11)
+    ode = pnode.NeuralODE(f, method=method, rtol=rtol, atol=rtol * 1e-2)
     out = ode(y0, t)
     steps = ode.step_times
-    assert len(steps) > len(t) + 3  # the controller took steps of its own
+    assert len(t) + 3 < len(steps) < 400  # the controller took steps of its own
     inputs = [y0, *f.parameters()]
     ref = rk_solve(f, y0, steps, t.numpy(), method)
     assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
