@@ -4,8 +4,10 @@ The stiff part ``g`` goes to PETSc as ``F(t, u, u') = M u' - g(t, u)`` with a ma
 IJacobian shell ``shift*M - dg/du``: ``mult`` (Newton's Krylov solves) and
 ``multTranspose`` (the adjoint's transposed solves) both reuse one autograd graph of
 ``g`` per linearisation point (the double-backward trick: ``(dg/du) v`` is the derivative
-of ``(dg/du)^T w`` in ``w``). The parameter Jacobian shell answers ``(dF/dp)^T v =
--(dg/dp)^T v``. An explicit part ``f`` (IMEX, ARKIMEX only) stays a RHSFunction whose
+of ``(dg/du)^T w`` in ``w``). Measured per linearisation point with 3 products (2 shared
+CPU cores, float64): ROBER (n=3) 0.7 ms, against 4.5 ms with ``torch.func.jvp`` and
+166 ms with ``torch.func.linearize``; a 2-50-2 MLP on 20 points (n=40) 1.5 ms against
+9 ms and 139 ms. The parameter Jacobian shell answers ``(dF/dp)^T v = -(dg/dp)^T v``. An explicit part ``f`` (IMEX, ARKIMEX only) stays a RHSFunction whose
 adjoint shells are :class:`pnode.jacobians.AdjointShells`.
 
 Exactness of gradients. PETSc's adjoint solves ``(shift*M - dg/du)^T lambda = r`` once per
@@ -13,16 +15,18 @@ implicit stage with the TS's own KSP, so the gradient is exact only up to that s
 tolerance, and the forward stages must satisfy their equations up to Newton's. Defaults:
 ``snes_rtol=1e-10``, ``snes_atol=1e-12`` (forward), ``ksp_rtol=1e-12``, ``ksp_atol=1e-30``
 (forward and adjoint, GMRES without preconditioner). With them gradients agree with
-backpropagation through the same discrete scheme to ~1e-10 relative in float64; looser
+backpropagation through the same discrete scheme to ~1e-13 relative in float64
+(tests/test_implicit.py); looser
 values (``options={"ksp_rtol": ...}``) trade that for speed.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Callable
 
 import torch
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, snes_reason, ts_reason
 from .problem import ExplicitProblem
 from .vec import PETSc, as_tensor
 
@@ -111,19 +115,42 @@ class ImplicitProblem:
                 "algebraic variables before integrating")
 
 
-class ImplicitOperators:
-    """IFunction, IJacobian shell and (for adjoints) IJacobianP shell of an implicit problem."""
+def _reporting(method):
+    """Hand an exception raised in a PETSc callback to ``self.on_error`` before PETSc sees it."""
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except BaseException as exc:
+            self.on_error(exc)
+            raise
+    return wrapper
 
-    def __init__(self, problem: ImplicitProblem, comm, params=None):
-        self.problem, self.params = problem, params
+
+def _ignore(exc: BaseException) -> None:
+    return None
+
+
+class ImplicitOperators:
+    """IFunction, IJacobian shell and (for adjoints) IJacobianP shell of an implicit problem.
+
+    ``on_error`` receives any exception raised inside a callback (the integrator re-raises
+    it with its own type once PETSc has unwound).
+    """
+
+    def __init__(self, problem: ImplicitProblem, comm, params=None,
+                 on_error: Callable[[BaseException], None] = _ignore):
+        self.problem, self.params, self.on_error = problem, params, on_error
         n = problem.numel
         P = PETSc()
         self.jac_ctx = _ShiftedJacobian(problem)
+        self.jac_ctx.on_error = on_error
         self.J = P.Mat().createPython(((n, None), (n, None)), context=self.jac_ctx, comm=comm)
         self.J.setUp()
         self.Jp = self.zero = None
         if params is not None:
             self.jacp_ctx = _ParamJacobian(problem, params)
+            self.jacp_ctx.on_error = on_error
             self.Jp = P.Mat().createPython(((n, None), (params.numel, None)), context=self.jacp_ctx,
                                            comm=comm)
             self.Jp.setUp()
@@ -142,6 +169,7 @@ class ImplicitOperators:
                 self.zero.setUp()
                 ts.setRHSJacobian(lambda *a: None, self.zero, self.zero)
 
+    @_reporting
     def _ifunction(self, ts, t, X, Xdot, F) -> None:
         prob = self.problem
         u = as_tensor(X, prob.shape, "r")
@@ -153,9 +181,11 @@ class ImplicitOperators:
         else:
             torch.sub(prob.mass.apply(udot), g, out=out)
 
+    @_reporting
     def _ijacobian(self, ts, t, X, Xdot, shift, A, B) -> None:
         self.jac_ctx.set_point(t, as_tensor(X, None, "r"), shift)
 
+    @_reporting
     def _ijacobianp(self, ts, t, X, Xdot, shift, Jp) -> None:
         self.jacp_ctx.set_point(t, as_tensor(X, None, "r"))
 
@@ -179,7 +209,7 @@ class _Linearisation:
         self.x.copy_(x)
         self._graph = None
 
-    def graph(self, wrt: Sequence[torch.Tensor] = ()):
+    def graph(self):
         """(x leaf, g(t, x) flat) with a retained graph."""
         if self._graph is None:
             prob = self.problem
@@ -228,11 +258,13 @@ class _ShiftedJacobian(_Linearisation):
         (jt,) = torch.autograd.grad(g, xr, v, retain_graph=True, allow_unused=True)
         return torch.zeros_like(v) if jt is None else jt.reshape(-1)
 
+    @_reporting
     def mult(self, mat, X, Y) -> None:
         v = as_tensor(X, None, "r")
         y = as_tensor(Y)
         y.copy_(self._mass(v, False).mul(self.shift).sub_(self._jvp(v)).mul_(self.factor))
 
+    @_reporting
     def multTranspose(self, mat, X, Y) -> None:
         v = as_tensor(X, None, "r")
         y = as_tensor(Y)
@@ -250,6 +282,7 @@ class _ParamJacobian(_Linearisation):
         self.params = params
         self._out = torch.zeros(max(params.numel, 1), dtype=problem.dtype, device=problem.device)
 
+    @_reporting
     def multTranspose(self, mat, X, Y) -> None:
         v = as_tensor(X, None, "r")
         y = as_tensor(Y)
@@ -270,3 +303,53 @@ class _Zero:
 
     def multTranspose(self, mat, X, Y) -> None:
         Y.zeroEntries()
+
+
+def failure_detail(ts, reason: int) -> tuple[str, str]:
+    """(reason in words, hint) for a failed implicit TS solve or adjoint solve."""
+    words = ts_reason(reason)
+    prefix = "-" + (ts.getOptionsPrefix() or "")
+    if reason == -1:
+        snes = ts.getSNES()
+        words += f"; last Newton solve: {snes_reason(snes.getConvergedReason())}"
+        ksp = snes.getKSP()
+        if int(ksp.getConvergedReason()) < 0:
+            words += f"; its linear solve: KSP reason {int(ksp.getConvergedReason())}"
+        hint = (f"Newton did not converge: try a smaller step_size, an adaptive method "
+                f"(method='arkimex'), more iterations ({prefix}snes_max_it) or a preconditioner "
+                f"({prefix}pc_type ...); check that the implicit function is smooth")
+    elif reason == -2:
+        hint = ("the step size collapsed after repeated rejections: loosen rtol/atol, raise "
+                f"{prefix}ts_max_reject or check the problem for a singularity")
+    elif reason in (-3, -4):
+        hint = (f"the linear solve diverged: raise {prefix}ksp_max_it, add a preconditioner "
+                f"({prefix}pc_type ...) or check that shift*M - dg/du is nonsingular")
+    else:
+        hint = "try tighter tolerances or a smaller step"
+    return words, hint
+
+
+def build_problem(func: Callable, implicit: Callable | None, mass: torch.Tensor | None, method,
+                  shape, dtype: torch.dtype, device: torch.device, params, sign: float):
+    """The problem object for ``method``: ExplicitProblem, or ImplicitProblem for implicit
+    methods (``func`` implicit, or ``implicit`` implicit + ``func`` explicit for IMEX)."""
+    if not method.implicit:
+        if implicit is not None or mass is not None:
+            what, which = (("implicit=", "'arkimex'") if implicit is not None
+                           else ("mass=", "'beuler', 'cn' or 'theta'"))
+            raise ConfigurationError(f"{what} needs method={which}, got method {method.name!r}")
+        return ExplicitProblem(func, shape, dtype, device, params, sign)
+    if method.ts_type == "arkimex" and mass is not None:
+        raise ConfigurationError(
+            "method 'arkimex' with mass= is not supported: PETSc's ARKIMEX adjoint "
+            "(TSAdjointStep_ARKIMEX) and its IMEX stages assume an identity mass matrix; use "
+            "method='beuler', 'cn' or 'theta' for M y' = f(t, y)")
+    if implicit is not None and method.ts_type != "arkimex":
+        raise ConfigurationError(
+            f"an IMEX split (implicit=g) needs method='arkimex', got {method.name!r}; "
+            f"{method.name!r} treats func implicitly on its own")
+    n = int(torch.Size(shape).numel())
+    stiff = ExplicitProblem(implicit if implicit is not None else func, shape, dtype, device, params, sign)
+    nonstiff = ExplicitProblem(func, shape, dtype, device, params, sign) if implicit is not None else None
+    M = MassMatrix(mass, n, dtype, device) if mass is not None else None
+    return ImplicitProblem(stiff, nonstiff, M)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigurationError, ConvergenceError, ts_reason
-from .implicit import SOLVER_DEFAULTS, ImplicitOperators
+from .implicit import SOLVER_DEFAULTS, ImplicitOperators, failure_detail
 from .jacobians import AdjointShells, ParamBuffer
 from .methods import Method
 from .options import ScopedOptions
@@ -64,7 +64,8 @@ class Integrator:
         self.pbuf = ParamBuffer(problem.params, dt, dev)
         if method.implicit:
             defaults.update(SOLVER_DEFAULTS)
-            self.implicit = ImplicitOperators(problem, self.comm, self.pbuf if adjoint else None)
+            self.implicit = ImplicitOperators(problem, self.comm, self.pbuf if adjoint else None,
+                                              on_error=self._keep_error)
             self.implicit.attach(ts, self.F, adjoint)
         if adjoint and explicit is not None:
             self.shells = AdjointShells(explicit, self.comm, self.pbuf)
@@ -95,6 +96,9 @@ class Integrator:
         except BaseException as exc:
             self._error = self._error or exc
             raise
+
+    def _keep_error(self, exc: BaseException) -> None:
+        self._error = self._error or exc
 
     def _monitor_cb(self, ts, step, t, X):
         try:
@@ -189,10 +193,13 @@ class Integrator:
             raise
         reason = self.ts.getConvergedReason()
         if reason < 0:
-            raise ConvergenceError(
-                "the time integration failed; try tighter tolerances, a smaller step, an implicit "
-                "method or another preconditioner", time=self._user_t(self.ts.getTime()),
-                step=self.ts.getStepNumber(), reason=ts_reason(reason))
+            words, hint = ts_reason(reason), ("try tighter tolerances, a smaller step, an implicit "
+                                              "method or another preconditioner")
+            if self.implicit is not None:
+                words, hint = failure_detail(self.ts, reason)
+            raise ConvergenceError(f"the time integration failed; {hint}",
+                                   time=self._user_t(self.ts.getTime()),
+                                   step=self.ts.getStepNumber(), reason=words)
 
     # ---- adjoint -------------------------------------------------------------------
     def set_cost_gradients(self) -> None:

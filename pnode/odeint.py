@@ -13,7 +13,7 @@ from .errors import ConfigurationError
 from .integrator import Integrator
 from .methods import resolve
 from .options import ScopedOptions
-from .problem import ExplicitProblem
+from .implicit import build_problem
 from .vec import check_tensor
 
 
@@ -52,12 +52,20 @@ def _check_params(params: Sequence[torch.Tensor], y0: torch.Tensor) -> None:
             raise ConfigurationError(f"parameter {i} (shape {tuple(p.shape)}) contains non-finite values")
 
 
-def _params_of(func: Callable, adjoint_params) -> tuple[torch.Tensor, ...]:
+def _params_of(func: Callable, adjoint_params, implicit: Callable | None = None) -> tuple[torch.Tensor, ...]:
     if adjoint_params is not None:
         return tuple(adjoint_params)
-    if isinstance(func, torch.nn.Module):
-        return tuple(p for p in func.parameters() if p.requires_grad)
-    return ()
+    found: dict[int, torch.Tensor] = {}
+    for part in (func, implicit):
+        if isinstance(part, torch.nn.Module):
+            found.update((id(p), p) for p in part.parameters() if p.requires_grad)
+    return tuple(found.values())
+
+
+def _check_dae(integ: Integrator, y0: torch.Tensor, tp: np.ndarray) -> None:
+    check = getattr(integ.problem, "check_consistent", None)
+    if check is not None:
+        check(float(tp[0]), y0.detach())
 
 
 def _check_step(step_size, rtol, atol):
@@ -70,14 +78,17 @@ def _check_step(step_size, rtol, atol):
 class _Config:
     """The keywords shared by odeint, odeint_adjoint and NeuralODE, checked once."""
 
-    def __init__(self, method, rtol, atol, step_size, options, options_prefix, comm):
+    def __init__(self, method, rtol, atol, step_size, options, options_prefix, comm,
+                 implicit=None, mass=None):
         _check_step(step_size, rtol, atol)
+        self.implicit, self.mass = implicit, mass
         self.scoped = ScopedOptions(options_prefix, options)
         self.method = resolve(method, self.scoped.options)
         self.rtol, self.atol, self.step_size, self.comm = rtol, atol, step_size, comm
 
     def integrator(self, func, y0, params, sign, adjoint, checkpoint: Checkpoint | None) -> Integrator:
-        problem = ExplicitProblem(func, y0.shape, y0.dtype, y0.device, params, sign)
+        problem = build_problem(func, self.implicit, self.mass, self.method, y0.shape, y0.dtype,
+                                y0.device, params, sign)
         return Integrator(problem, self.method, rtol=self.rtol, atol=self.atol,
                           step_size=self.step_size, options=self.scoped, comm=self.comm,
                           adjoint=adjoint and (checkpoint is None or checkpoint.mode != "budget"),
@@ -87,16 +98,21 @@ class _Config:
 def odeint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method: str | None = "dopri5",
            rtol: float = 1e-7, atol: float = 1e-9, step_size: float | None = None,
            options: Mapping[str, Any] | None = None, options_prefix: str | None = None,
-           comm=None) -> torch.Tensor:
+           comm=None, implicit: Callable | None = None, mass: torch.Tensor | None = None) -> torch.Tensor:
     """Solve ``dy/dt = func(t, y)`` with PETSc TS; returns ``y`` at ``t``, shape ``(len(t), *y0.shape)``.
 
-    No graph is built (use :func:`odeint_adjoint` for gradients).
+    Implicit methods (``"beuler"``, ``"cn"``, ``"theta"``, ``"arkimex"``) solve
+    ``mass @ y' = func(t, y)`` by Newton-Krylov (``mass``: ``(n, n)`` or diagonal ``(n,)``,
+    ``n = y0.numel()``, may be singular: an index-1 DAE whose ``y0`` must be consistent).
+    ``implicit=g`` with ``method="arkimex"`` splits ``y' = g(t, y) + func(t, y)``: ``g``
+    stiff (implicit), ``func`` explicit. No graph is built (see :func:`odeint_adjoint`).
     """
-    cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm)
+    cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass)
     _check_state(y0)
     tp, sign = _check_times(t, y0.dtype)
     integ = cfg.integrator(func, y0.detach(), (), sign, adjoint=False, checkpoint=None)
     try:
+        _check_dae(integ, y0, tp)
         out = torch.empty((len(tp),) + tuple(y0.shape), dtype=y0.dtype, device=y0.device)
         with torch.no_grad():
             integ.forward(y0.detach().contiguous(), tp, out)
@@ -109,19 +125,23 @@ def odeint_adjoint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method:
                    rtol: float = 1e-7, atol: float = 1e-9, step_size: float | None = None,
                    options: Mapping[str, Any] | None = None, options_prefix: str | None = None,
                    comm=None, checkpoint: Checkpoint | str | None = None,
-                   adjoint_params: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+                   adjoint_params: Sequence[torch.Tensor] | None = None,
+                   implicit: Callable | None = None, mass: torch.Tensor | None = None) -> torch.Tensor:
     """Like :func:`odeint`, differentiable by PETSc's discrete adjoint (TSAdjoint).
 
-    Gradients reach ``y0`` and ``func``'s parameters (or ``adjoint_params``) from a loss
-    on any output times; they equal backpropagation through the same discrete steps.
+    Gradients reach ``y0`` and the parameters of ``func`` and ``implicit`` (or
+    ``adjoint_params``) from a loss on any output times; they equal backpropagation
+    through the same discrete steps (for implicit methods up to the Newton and Krylov
+    tolerances, see :mod:`pnode.implicit`).
     """
-    cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm)
+    cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass)
     ck = _as_checkpoint(checkpoint)
-    params = _params_of(func, adjoint_params)
+    params = _params_of(func, adjoint_params, implicit)
     _check_state(y0)
     _check_params(params, y0)
     tp, sign = _check_times(t, y0.dtype)
     integ = cfg.integrator(func, y0.detach(), params, sign, adjoint=True, checkpoint=ck)
+    _check_dae(integ, y0, tp)
     return AdjointFunction.apply(Solve(integ, tp, ck, owns=True), y0, *params)
 
 
@@ -146,10 +166,11 @@ class NeuralODE(torch.nn.Module):
                  atol: float = 1e-9, step_size: float | None = None,
                  options: Mapping[str, Any] | None = None, options_prefix: str | None = None,
                  comm=None, checkpoint: Checkpoint | str | None = None,
-                 adjoint_params: Sequence[torch.Tensor] | None = None):
+                 adjoint_params: Sequence[torch.Tensor] | None = None,
+                 implicit: Callable | None = None, mass: torch.Tensor | None = None):
         super().__init__()
-        self.func = func
-        self._cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm)
+        self.func, self.implicit = func, implicit
+        self._cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass)
         self.checkpoint = _as_checkpoint(checkpoint)
         self._adjoint_params = tuple(adjoint_params) if adjoint_params is not None else None
         self._key = None
@@ -179,9 +200,10 @@ class NeuralODE(torch.nn.Module):
         return self._integ.problem.sign * np.asarray(self._integ.step_times)
 
     def forward(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        params = _params_of(self.func, self._adjoint_params)
+        params = _params_of(self.func, self._adjoint_params, self.implicit)
         _check_state(y0)
         _check_params(params, y0)
         tp, sign = _check_times(t, y0.dtype)
         integ = self._integrator(y0.detach(), params, sign)
+        _check_dae(integ, y0, tp)
         return AdjointFunction.apply(Solve(integ, tp, self.checkpoint, owns=False), y0, *params)
