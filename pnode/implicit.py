@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from . import assembled
 from .errors import ConfigurationError, snes_reason, ts_reason
 from .problem import ExplicitProblem
 from .vec import PETSc, as_tensor
@@ -132,21 +133,30 @@ def _ignore(exc: BaseException) -> None:
 
 
 class ImplicitOperators:
-    """IFunction, IJacobian shell and (for adjoints) IJacobianP shell of an implicit problem.
+    """IFunction, IJacobian and (for adjoints) IJacobianP shell of an implicit problem.
 
-    ``on_error`` receives any exception raised inside a callback (the integrator re-raises
-    it with its own type once PETSc has unwound).
+    ``jacobian``: ``"matrix-free"`` (shell, GMRES), ``"dense"`` or ``"blocks"`` (assembled
+    with an exact direct preconditioner, :mod:`pnode.assembled`); ``solver_defaults`` are
+    the matching KSP/PC options. ``on_error`` receives any exception raised inside a
+    callback (the integrator re-raises it with its own type once PETSc has unwound).
     """
 
     def __init__(self, problem: ImplicitProblem, comm, params=None,
-                 on_error: Callable[[BaseException], None] = _ignore):
+                 on_error: Callable[[BaseException], None] = _ignore, jacobian: str = "matrix-free"):
         self.problem, self.params, self.on_error = problem, params, on_error
         n = problem.numel
         P = PETSc()
-        self.jac_ctx = _ShiftedJacobian(problem)
-        self.jac_ctx.on_error = on_error
-        self.J = P.Mat().createPython(((n, None), (n, None)), context=self.jac_ctx, comm=comm)
-        self.J.setUp()
+        self.assembled = self.jac_ctx = None
+        if jacobian == "matrix-free":
+            self.jac_ctx = _ShiftedJacobian(problem)
+            self.jac_ctx.on_error = on_error
+            self.J = P.Mat().createPython(((n, None), (n, None)), context=self.jac_ctx, comm=comm)
+            self.J.setUp()
+            self.solver_defaults = dict(SOLVER_DEFAULTS)
+        else:
+            self.assembled = assembled.build(jacobian, problem, comm)
+            self.J = self.assembled.mat
+            self.solver_defaults = {**SOLVER_DEFAULTS, **self.assembled.solver_defaults}
         self.Jp = self.zero = None
         if params is not None:
             self.jacp_ctx = _ParamJacobian(problem, params)
@@ -183,7 +193,10 @@ class ImplicitOperators:
 
     @_reporting
     def _ijacobian(self, ts, t, X, Xdot, shift, A, B) -> None:
-        self.jac_ctx.set_point(t, as_tensor(X, None, "r"), shift)
+        if self.assembled is not None:
+            self.assembled.assemble(t, as_tensor(X, None, "r"), shift)
+        else:
+            self.jac_ctx.set_point(t, as_tensor(X, None, "r"), shift)
 
     @_reporting
     def _ijacobianp(self, ts, t, X, Xdot, shift, Jp) -> None:

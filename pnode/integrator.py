@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigurationError, ConvergenceError, ts_reason
-from .implicit import SOLVER_DEFAULTS, ImplicitOperators, failure_detail
+from .implicit import ImplicitOperators, failure_detail
 from .jacobians import AdjointShells, ParamBuffer
 from .methods import Method
 from .options import ScopedOptions
@@ -24,10 +24,11 @@ class Integrator:
 
     def __init__(self, problem, method: Method, *, rtol: float, atol: float,
                  step_size: float | None, options: ScopedOptions, comm=None,
-                 adjoint: bool = False, solution_only: bool = False, replay: bool = False):
+                 adjoint: bool = False, solution_only: bool = False, replay: bool = False,
+                 jacobian: str = "matrix-free"):
         self._args = dict(problem=problem, method=method, rtol=rtol, atol=atol, step_size=step_size,
                           options=options, comm=comm, adjoint=adjoint, solution_only=solution_only,
-                          replay=replay)
+                          replay=replay, jacobian=jacobian)
         self.siblings: dict = {}
         self._replay_times: np.ndarray | None = None
         self.problem, self.method = problem, method
@@ -47,7 +48,7 @@ class Integrator:
         if explicit is not None:
             ts.setRHSFunction(self._rhs_cb, self.F)
         ts.setExactFinalTime(P.TS.ExactFinalTime.MATCHSTEP)
-        ts.setMaxSteps(2**31 - 2)
+        ts.setMaxSteps(_UNLIMITED_STEPS)
         fixed = step_size is not None or not method.adaptive
         ts.setMaxSNESFailures(1 if method.implicit and fixed else 10 if method.implicit else -1)
         ts.setErrorIfStepFails(False)
@@ -63,29 +64,49 @@ class Integrator:
         self.shells = self.implicit = None
         self.pbuf = ParamBuffer(problem.params, dt, dev)
         if method.implicit:
-            defaults.update(SOLVER_DEFAULTS)
             self.implicit = ImplicitOperators(problem, self.comm, self.pbuf if adjoint else None,
-                                              on_error=self._keep_error)
+                                              on_error=self._keep_error, jacobian=jacobian)
+            defaults.update(self.implicit.solver_defaults)
             self.implicit.attach(ts, self.F, adjoint)
         if adjoint and explicit is not None:
             self.shells = AdjointShells(explicit, self.comm, self.pbuf)
             ts.setRHSJacobian(self.shells.at, self.shells.J, self.shells.J)
             ts.setRHSJacobianP(self.shells.at_p, self.shells.Jp)
+        self._trajectory = {}
         if adjoint:
             ts.setSaveTrajectory()
-            defaults["ts_trajectory_type"] = "memory"
-            defaults["ts_trajectory_solution_only"] = bool(solution_only)
+            self._trajectory = {"ts_trajectory_type": "memory",
+                                "ts_trajectory_solution_only": bool(solution_only)}
             self.lam = torch.zeros(n, dtype=dt, device=dev)
             self.L = as_vec(self.lam, self.comm)
             self.mu = torch.zeros(self.pbuf.numel, dtype=dt, device=dev)
             self.M = as_vec(self.mu, self.comm) if self.pbuf.numel else None
-        options.with_defaults(defaults).apply(ts, force={"ts_adapt_type": "none"} if replay else None)
+        self._options = options.with_defaults(defaults)
+        self._force = {"ts_adapt_type": "none"} if replay else None
+        self._configure()
+        self._trajectory_dirty = False
         self.adaptive = not replay and P.Options().getString(
             options.prefix + "ts_adapt_type", defaults["ts_adapt_type"]) != "none"
         self.out: torch.Tensor | None = None
         self.t_out: np.ndarray | None = None
         self.out_steps: list[int] = []
         self.step_times: list[float] = []
+
+    def _configure(self) -> None:
+        """setFromOptions with this object's options. A TSTrajectory reads its options
+        without the TS's prefix, and with no type set it writes TS-data-* folders (type
+        basic): pnode always sets memory, for this call only."""
+        with ScopedOptions("", {}).applied(force=self._trajectory):
+            self._options.apply(self.ts, force=self._force)
+
+    def _fresh_trajectory(self) -> None:
+        """A forward solve needs an empty trajectory; one left by a forward solve that was
+        never differentiated is replaced."""
+        if self._trajectory and self._trajectory_dirty:
+            self.ts.removeTrajectory()
+            self.ts.setSaveTrajectory()
+            self._configure()
+        self._trajectory_dirty = bool(self._trajectory)
 
     # ---- callbacks (errors are kept and re-raised with their own type) -------------
     def _rhs_cb(self, ts, t, X, F):
@@ -133,9 +154,10 @@ class Integrator:
         ts.setTime(float(t_out[0]))
         ts.setStepNumber(0)
         ts.setMaxTime(float(t_out[-1]))
-        ts.setMaxSteps(2**31 - 2)
+        ts.setMaxSteps(_UNLIMITED_STEPS)
         ts.setEvaluationTimes(list(map(float, t_out)))
         ts.setTimeStep(self._initial_step(t_out))
+        self._fresh_trajectory()
         self._solve(lambda: ts.solve(self.U))
         if len(self.out_steps) != len(t_out):
             raise ConvergenceError(
@@ -158,8 +180,17 @@ class Integrator:
         ts.setMaxSteps(len(times) - 1)
         ts.setEvaluationTimes([float(times[0]), float(times[-1])])
         ts.setTimeStep(float(times[1] - times[0]))
+        self._fresh_trajectory()
         self._solve(lambda: ts.solve(self.U))
         return self.u
+
+    def stats(self) -> dict[str, int | str]:
+        """Counts of the last forward solve (accepted and rejected steps, Newton and Krylov
+        iterations: 0 for explicit methods) and the implicit Jacobian kind in use."""
+        ts = self.ts
+        return {"steps": ts.getStepNumber(), "rejected": ts.getStepRejections(),
+                "newton_iterations": ts.getSNESIterations(), "krylov_iterations": ts.getKSPIterations(),
+                "jacobian": self._args["jacobian"]}
 
     def sibling(self, **changes) -> "Integrator":
         """Another integrator of the same problem and settings (kept and freed with this one)."""
@@ -225,6 +256,7 @@ class Integrator:
             self._solve(ts.adjointSolve)
             self.lam.add_(g[k - 1])
             self.L.stateIncrease()
+        self._trajectory_dirty = False  # the adjoint emptied it
         return self.lam, self.mu
 
     def destroy(self) -> None:
@@ -239,6 +271,12 @@ class Integrator:
         self.ts.destroy()
         self.U.destroy()
         self.F.destroy()
+
+
+# PETSc's "no limit" (PETSC_INT_MAX): the memory trajectory then sizes its stack from the
+# span and step (fixed steps) or starts small and grows (adaptive); a large finite value
+# would make it allocate a stack of that many entries up front.
+_UNLIMITED_STEPS = int(np.iinfo(np.int32).max)
 
 
 def _petsc_error_words(exc) -> str:

@@ -13,6 +13,7 @@ from .errors import ConfigurationError
 from .integrator import Integrator
 from .methods import resolve
 from .options import ScopedOptions
+from .assembled import check_jacobian, choose
 from .implicit import build_problem
 from .vec import check_tensor
 
@@ -79,38 +80,51 @@ class _Config:
     """The keywords shared by odeint, odeint_adjoint and NeuralODE, checked once."""
 
     def __init__(self, method, rtol, atol, step_size, options, options_prefix, comm,
-                 implicit=None, mass=None):
+                 implicit=None, mass=None, jacobian="auto"):
         _check_step(step_size, rtol, atol)
-        self.implicit, self.mass = implicit, mass
+        self.implicit, self.mass, self.jacobian = implicit, mass, check_jacobian(jacobian)
         self.scoped = ScopedOptions(options_prefix, options)
         self.method = resolve(method, self.scoped.options)
         self.rtol, self.atol, self.step_size, self.comm = rtol, atol, step_size, comm
 
-    def integrator(self, func, y0, params, sign, adjoint, checkpoint: Checkpoint | None) -> Integrator:
+    def integrator(self, func, y0, params, sign, adjoint, checkpoint: Checkpoint | None,
+                   s0: float) -> Integrator:
         problem = build_problem(func, self.implicit, self.mass, self.method, y0.shape, y0.dtype,
                                 y0.device, params, sign)
+        jacobian = (choose(self.jacobian, problem, s0, y0, self.comm) if self.method.implicit
+                    else "matrix-free")
         return Integrator(problem, self.method, rtol=self.rtol, atol=self.atol,
                           step_size=self.step_size, options=self.scoped, comm=self.comm,
                           adjoint=adjoint and (checkpoint is None or checkpoint.mode != "budget"),
-                          solution_only=checkpoint is not None and checkpoint.mode != "all")
+                          solution_only=checkpoint is not None and checkpoint.mode != "all",
+                          jacobian=jacobian)
 
 
 def odeint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method: str | None = "dopri5",
            rtol: float = 1e-7, atol: float = 1e-9, step_size: float | None = None,
            options: Mapping[str, Any] | None = None, options_prefix: str | None = None,
-           comm=None, implicit: Callable | None = None, mass: torch.Tensor | None = None) -> torch.Tensor:
+           comm=None, implicit: Callable | None = None, mass: torch.Tensor | None = None,
+           jacobian: str = "auto") -> torch.Tensor:
     """Solve ``dy/dt = func(t, y)`` with PETSc TS; returns ``y`` at ``t``, shape ``(len(t), *y0.shape)``.
 
     Implicit methods (``"beuler"``, ``"cn"``, ``"theta"``, ``"arkimex"``) solve
-    ``mass @ y' = func(t, y)`` by Newton-Krylov (``mass``: ``(n, n)`` or diagonal ``(n,)``,
+    ``mass @ y' = func(t, y)`` by Newton's method (``mass``: ``(n, n)`` or diagonal ``(n,)``,
     ``n = y0.numel()``, may be singular: an index-1 DAE whose ``y0`` must be consistent).
     ``implicit=g`` with ``method="arkimex"`` splits ``y' = g(t, y) + func(t, y)``: ``g``
     stiff (implicit), ``func`` explicit. No graph is built (see :func:`odeint_adjoint`).
+
+    ``jacobian`` (implicit methods): ``"dense"`` assembles ``dg/du`` and solves each Newton
+    step by LU; ``"blocks"`` assembles one block per sample of a batched state
+    ``(B, ...)`` whose samples do not interact (point-block Jacobi, exact);
+    ``"matrix-free"`` uses Jacobian-vector products and GMRES. ``"auto"``: ``"blocks"``
+    when ``y0`` is batched with at most 128 values per sample and the samples are found
+    independent at ``(t[0], y0)``, else ``"dense"`` for ``y0.numel() <= 256``, else
+    ``"matrix-free"`` (also for CUDA states and multi-process communicators).
     """
-    cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass)
+    cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass, jacobian)
     _check_state(y0)
     tp, sign = _check_times(t, y0.dtype)
-    integ = cfg.integrator(func, y0.detach(), (), sign, adjoint=False, checkpoint=None)
+    integ = cfg.integrator(func, y0.detach(), (), sign, adjoint=False, checkpoint=None, s0=float(tp[0]))
     try:
         _check_dae(integ, y0, tp)
         out = torch.empty((len(tp),) + tuple(y0.shape), dtype=y0.dtype, device=y0.device)
@@ -126,7 +140,8 @@ def odeint_adjoint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method:
                    options: Mapping[str, Any] | None = None, options_prefix: str | None = None,
                    comm=None, checkpoint: Checkpoint | str | None = None,
                    adjoint_params: Sequence[torch.Tensor] | None = None,
-                   implicit: Callable | None = None, mass: torch.Tensor | None = None) -> torch.Tensor:
+                   implicit: Callable | None = None, mass: torch.Tensor | None = None,
+                   jacobian: str = "auto") -> torch.Tensor:
     """Like :func:`odeint`, differentiable by PETSc's discrete adjoint (TSAdjoint).
 
     Gradients reach ``y0`` and the parameters of ``func`` and ``implicit`` (or
@@ -134,13 +149,13 @@ def odeint_adjoint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method:
     through the same discrete steps (for implicit methods up to the Newton and Krylov
     tolerances, see :mod:`pnode.implicit`).
     """
-    cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass)
+    cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass, jacobian)
     ck = _as_checkpoint(checkpoint)
     params = _params_of(func, adjoint_params, implicit)
     _check_state(y0)
     _check_params(params, y0)
     tp, sign = _check_times(t, y0.dtype)
-    integ = cfg.integrator(func, y0.detach(), params, sign, adjoint=True, checkpoint=ck)
+    integ = cfg.integrator(func, y0.detach(), params, sign, adjoint=True, checkpoint=ck, s0=float(tp[0]))
     _check_dae(integ, y0, tp)
     return AdjointFunction.apply(Solve(integ, tp, ck, owns=True), y0, *params)
 
@@ -167,10 +182,12 @@ class NeuralODE(torch.nn.Module):
                  options: Mapping[str, Any] | None = None, options_prefix: str | None = None,
                  comm=None, checkpoint: Checkpoint | str | None = None,
                  adjoint_params: Sequence[torch.Tensor] | None = None,
-                 implicit: Callable | None = None, mass: torch.Tensor | None = None):
+                 implicit: Callable | None = None, mass: torch.Tensor | None = None,
+                 jacobian: str = "auto"):
         super().__init__()
         self.func, self.implicit = func, implicit
-        self._cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass)
+        self._cfg = _Config(method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass,
+                            jacobian)
         self.checkpoint = _as_checkpoint(checkpoint)
         self._adjoint_params = tuple(adjoint_params) if adjoint_params is not None else None
         self._key = None
@@ -181,13 +198,13 @@ class NeuralODE(torch.nn.Module):
     def options_prefix(self) -> str:
         return self._cfg.scoped.prefix
 
-    def _integrator(self, y0: torch.Tensor, params, sign: float) -> Integrator:
+    def _integrator(self, y0: torch.Tensor, params, sign: float, s0: float) -> Integrator:
         key = (tuple(y0.shape), y0.dtype, y0.device, sign, tuple(id(p) for p in params))
         if key != self._key:
             if self._finalizer is not None:
                 self._finalizer()
             self._integ = self._cfg.integrator(self.func, y0, params, sign, adjoint=True,
-                                               checkpoint=self.checkpoint)
+                                               checkpoint=self.checkpoint, s0=s0)
             self._finalizer = weakref.finalize(self, self._integ.destroy)
             self._key = key
         return self._integ
@@ -199,11 +216,19 @@ class NeuralODE(torch.nn.Module):
             return np.empty(0)
         return self._integ.problem.sign * np.asarray(self._integ.step_times)
 
+    @property
+    def stats(self) -> dict:
+        """Counts of the last forward solve (steps, rejected, newton_iterations,
+        krylov_iterations) and the ``jacobian`` in use; empty before the first call."""
+        if self._integ is None:
+            return {}
+        return self._integ.stats()
+
     def forward(self, y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         params = _params_of(self.func, self._adjoint_params, self.implicit)
         _check_state(y0)
         _check_params(params, y0)
         tp, sign = _check_times(t, y0.dtype)
-        integ = self._integrator(y0.detach(), params, sign)
+        integ = self._integrator(y0.detach(), params, sign, float(tp[0]))
         _check_dae(integ, y0, tp)
         return AdjointFunction.apply(Solve(integ, tp, self.checkpoint, owns=False), y0, *params)

@@ -139,6 +139,7 @@ class BudgetedAdjoint:
         leaf.replay(x, self.times[i:i + 2])
         leaf.ts.adjointSetSteps(1)
         leaf._solve(leaf.ts.adjointSolve)
+        leaf._trajectory_dirty = False
         k = self._jumps.get(i)
         if k is not None:
             leaf.lam.add_(self._g[k])
