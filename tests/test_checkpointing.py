@@ -70,3 +70,15 @@ def test_bad_budgets_rejected():
         pnode.Checkpoint("all", disk=True)
     with pytest.raises(pnode.ConfigurationError, match="mode"):
         pnode.Checkpoint("revolve")
+
+
+def test_trajectory_is_kept_in_memory_not_in_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    f = CubicMLP()
+    y0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    for ck in ("all", "solution", pnode.Checkpoint(budget=2)):
+        out = pnode.odeint_adjoint(f, y0, t, method="rk4", step_size=0.1, checkpoint=ck)
+        assert list(tmp_path.iterdir()) == []  # a basic trajectory would have written TS-data-*
+        out.sum().backward()
+        assert list(tmp_path.iterdir()) == []
