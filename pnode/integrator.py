@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .distributed import abort_on_error
 from .errors import ConfigurationError, ConvergenceError, ts_reason
 from .implicit import ImplicitOperators, failure_detail
 from .jacobians import AdjointShells, ParamBuffer
@@ -159,6 +160,9 @@ class Integrator:
         ts.setTimeStep(self._initial_step(t_out))
         self._fresh_trajectory()
         self._solve(lambda: ts.solve(self.U))
+        self.last_stats = {"steps": ts.getStepNumber(), "rejected": ts.getStepRejections(),
+                           "newton_iterations": ts.getSNESIterations(),
+                           "krylov_iterations": ts.getKSPIterations()}
         if len(self.out_steps) != len(t_out):
             raise ConvergenceError(
                 f"the solve reached {len(self.out_steps)} of {len(t_out)} output times",
@@ -187,10 +191,7 @@ class Integrator:
     def stats(self) -> dict[str, int | str]:
         """Counts of the last forward solve (accepted and rejected steps, Newton and Krylov
         iterations: 0 for explicit methods) and the implicit Jacobian kind in use."""
-        ts = self.ts
-        return {"steps": ts.getStepNumber(), "rejected": ts.getStepRejections(),
-                "newton_iterations": ts.getSNESIterations(), "krylov_iterations": ts.getKSPIterations(),
-                "jacobian": self._args["jacobian"]}
+        return {**self.last_stats, "jacobian": self._args["jacobian"]}
 
     def sibling(self, **changes) -> "Integrator":
         """Another integrator of the same problem and settings (kept and freed with this one)."""
@@ -213,6 +214,8 @@ class Integrator:
         try:
             run()
         except BaseException as exc:
+            if self.comm.getSize() > 1:
+                abort_on_error(self.comm, self._error or exc)
             err, self._error = self._error, None
             if err is not None and err is not exc:
                 raise err.with_traceback(err.__traceback__) from None
@@ -257,7 +260,18 @@ class Integrator:
             self.lam.add_(g[k - 1])
             self.L.stateIncrease()
         self._trajectory_dirty = False  # the adjoint emptied it
+        self.reduce_param_gradients()
         return self.lam, self.mu
+
+    def reduce_param_gradients(self) -> None:
+        """On several ranks each holds its own block of ``mu`` (its part of ``(df/dp)^T
+        lam``); sum the blocks so every rank has the whole gradient (one Allreduce)."""
+        if self.M is not None and self.comm.getSize() > 1:
+            from mpi4py import MPI
+
+            host = self.mu.cpu()
+            self.comm.tompi4py().Allreduce(MPI.IN_PLACE, host.numpy(), op=MPI.SUM)
+            self.mu.copy_(host)
 
     def destroy(self) -> None:
         """Free the PETSc objects now (otherwise the garbage collector does)."""

@@ -1,0 +1,42 @@
+"""Under mpiexec -n 2 (and -n 1): distributed results equal the same problem on COMM_SELF."""
+import pytest
+import torch
+from mpi4py import MPI
+
+from distributed_cases import data_parallel_case, dmda_case, np_rel, rel
+from pnode.distributed import is_root, shard
+
+WORLD = MPI.COMM_WORLD
+
+
+def test_shards_partition_the_batch():
+    for n in (0, 1, 5, 8):
+        parts = WORLD.allgather(shard(n, WORLD))
+        assert [i for s in parts for i in range(n)[s]] == list(range(n))
+    assert is_root(WORLD) == (WORLD.Get_rank() == 0)
+
+
+def test_data_parallel_loss_and_gradients_equal_one_rank():
+    loss, grads = data_parallel_case(WORLD)
+    ref_loss, ref_grads = data_parallel_case(MPI.COMM_SELF)
+    assert np_rel(loss, ref_loss) < 1e-12
+    assert max(rel(g, r) for g, r in zip(grads, ref_grads)) < 1e-12
+
+
+@pytest.mark.parametrize("dim", [1, 2])  # 1-D periodic, 2-D ghosted (zero outside)
+def test_dmda_gradients_equal_one_rank(dim):
+    loss, gu0, gp = dmda_case(dim, WORLD)
+    ref_loss, ref_gu0, ref_gp = dmda_case(dim, MPI.COMM_SELF)
+    assert np_rel(loss, ref_loss) < 1e-12
+    assert rel(gu0, ref_gu0) < 1e-10
+    assert max(rel(g, r) for g, r in zip(gp, ref_gp)) < 1e-10
+
+
+def test_distributed_parameter_gradient_matches_central_differences():
+    _, _, gp = dmda_case(2, WORLD)
+    eps, k = 1e-6, 4  # one weight of the 3x3 convolution
+    up, _, _ = dmda_case(2, WORLD, perturb=(k, eps), grad=False)
+    down, _, _ = dmda_case(2, WORLD, perturb=(k, -eps), grad=False)
+    fd = (up - down) / (2 * eps)
+    assert abs(fd - float(gp[0].view(-1)[k])) < 1e-7 * max(1.0, abs(fd))
+    assert torch.isfinite(gp[0]).all()
