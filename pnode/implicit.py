@@ -1,20 +1,23 @@
 """Implicit and IMEX problems: ``M y' = g(t, y) [+ f(t, y)]`` as PETSc IFunction/IJacobian.
 
-The stiff part ``g`` goes to PETSc as ``F(t, u, u') = M u' - g(t, u)`` with a matrix-free
-IJacobian shell ``shift*M - dg/du``: ``mult`` (Newton's Krylov solves) and
-``multTranspose`` (the adjoint's transposed solves) both reuse one autograd graph of
-``g`` per linearisation point (the double-backward trick: ``(dg/du) v`` is the derivative
-of ``(dg/du)^T w`` in ``w``). Measured per linearisation point with 3 products (2 shared
-CPU cores, float64): ROBER (n=3) 0.7 ms, against 4.5 ms with ``torch.func.jvp`` and
-166 ms with ``torch.func.linearize``; a 2-50-2 MLP on 20 points (n=40) 1.5 ms against
-9 ms and 139 ms. The parameter Jacobian shell answers ``(dF/dp)^T v = -(dg/dp)^T v``. An explicit part ``f`` (IMEX, ARKIMEX only) stays a RHSFunction whose
-adjoint shells are :class:`pnode.jacobians.AdjointShells`.
+The stiff part ``g`` goes to PETSc as ``F(t, u, u') = M u' - g(t, u)``. Small and batched
+states get an assembled IJacobian with an exact direct solve (:mod:`pnode.assembled`,
+``jacobian=``); otherwise the IJacobian is a matrix-free shell ``shift*M - dg/du``:
+``mult`` (Newton's Krylov solves) and ``multTranspose`` (the adjoint's transposed solves)
+both reuse one autograd graph of ``g`` per linearisation point (the double-backward
+trick: ``(dg/du) v`` is the derivative of ``(dg/du)^T w`` in ``w``). Measured per
+linearisation point with 3 products (2 shared CPU cores, float64): ROBER (n=3) 0.7 ms,
+against 4.5 ms with ``torch.func.jvp`` and 166 ms with ``torch.func.linearize``; a 2-50-2
+MLP on 20 points (n=40) 1.5 ms against 9 ms and 139 ms. The parameter Jacobian shell
+answers ``(dF/dp)^T v = -(dg/dp)^T v``. An explicit part ``f`` (IMEX, ARKIMEX only) stays
+a RHSFunction whose adjoint shells are :class:`pnode.jacobians.AdjointShells`.
 
 Exactness of gradients. PETSc's adjoint solves ``(shift*M - dg/du)^T lambda = r`` once per
 implicit stage with the TS's own KSP, so the gradient is exact only up to that solve's
 tolerance, and the forward stages must satisfy their equations up to Newton's. Defaults:
 ``snes_rtol=1e-10``, ``snes_atol=1e-12`` (forward), ``ksp_rtol=1e-12``, ``ksp_atol=1e-30``
-(forward and adjoint, GMRES without preconditioner). With them gradients agree with
+(forward and adjoint, matrix-free GMRES without preconditioner; assembled Jacobians solve
+directly, i.e. exactly). With them gradients agree with
 backpropagation through the same discrete scheme to ~1e-13 relative in float64
 (tests/test_implicit.py); looser
 values (``options={"ksp_rtol": ...}``) trade that for speed.
