@@ -8,10 +8,13 @@ Distributed states: :class:`DMDAProblem` wraps ``func(t, patch)``, written for o
 ghosted patch of a PETSc DMDA, into a right-hand side of the rank's owned values. The
 ghost exchange (DMGlobalToLocal) is an autograd operation whose transpose is
 DMLocalToGlobal with ADD_VALUES, so the adjoint's state VJP sends ghost contributions
-back to their owners. Pass it to :func:`pnode.odeint_adjoint` with the owned part of
-``y0``; the TS, its Vecs and its adjoint then live on the DMDA's communicator, and the
-parameter gradient (each rank's own block of the ``mu`` Vec) is summed over the ranks at
-the end of the adjoint.
+back to their owners; the transpose is differentiable in turn (its derivative is the
+exchange), so the matrix-free Newton JVPs of implicit and IMEX methods (a derivative of
+a VJP) and the batched VJPs of assembled Jacobians see the ghost coupling too. Pass it
+to :func:`pnode.odeint_adjoint` with the owned part of ``y0`` (for IMEX, both ``func``
+and ``implicit=`` as DMDAProblems on the same DMDA); the TS, its Vecs and its adjoint
+then live on the DMDA's communicator, and the parameter gradient (each rank's own block
+of the ``mu`` Vec) is summed over the ranks at the end of the adjoint.
 """
 from __future__ import annotations
 
@@ -138,7 +141,17 @@ def create_dmda(sizes: Sequence[int], *, stencil_width: int = 1, boundary: str =
 
 
 class _Halo:
-    """The ghost exchange of one DMDA on tensors, without copies of the owned values."""
+    """The ghost exchange of one DMDA on tensors.
+
+    PETSc's own DMGlobalToLocal, applied once at construction to the owner rank and the
+    owner's local index of every value, maps each point of this rank's ghosted patch to
+    one of: an owned value (copied by torch indexing), a ghost owned by another rank
+    (received by :class:`_RemoteGhosts`, multi-rank only) or a point outside a
+    ``"ghosted"`` domain (zero). The indexing is an ordinary differentiable torch
+    operation, so double backward (the JVPs of implicit methods) and batched backward
+    (assembled Jacobians) work through it; the remote part is an autograd pair whose
+    members are each other's transpose (DMGlobalToLocal, DMLocalToGlobal ADD).
+    """
 
     def __init__(self, da):
         self.da = da
@@ -157,17 +170,51 @@ class _Halo:
         self.width = w
         self.g = da.createGlobalVec()
         self.l = da.createLocalVec()
+        self.multi_rank = da.getComm().getSize() > 1
+        self._index_patch()
+
+    def _index_patch(self) -> None:
+        """Build :attr:`source` (flat patch point -> position in ``[owned, remote, 0]``)
+        and :attr:`remote` (patch positions received from other ranks)."""
+        rank = self.da.getComm().getRank()
+        n = self.g.getLocalSize()
+        owner = self._exchange(np.full(n, rank + 1.0)) - 1  # -1: outside the domain
+        index = self._exchange(np.arange(n, dtype=np.float64))
+        mine, outside = owner == rank, owner < 0
+        remote = ~mine & ~outside
+        source = np.full(owner.shape, n + int(remote.sum()), dtype=np.int64)
+        source[mine] = index[mine].astype(np.int64)
+        source[remote] = n + np.arange(int(remote.sum()))
+        self.source = torch.from_numpy(source)
+        self.remote = torch.from_numpy(np.flatnonzero(remote))
+
+    def _exchange(self, owned: np.ndarray) -> np.ndarray:
+        P = PETSc()
+        self.g.getArray()[:] = owned
+        self.l.zeroEntries()
+        self.da.globalToLocal(self.g, self.l, addv=P.InsertMode.INSERT_VALUES)
+        return self.l.getArray().copy()
 
     def to_local(self, x: torch.Tensor) -> torch.Tensor:
-        """The ghosted patch of the owned values ``x`` (a new tensor)."""
+        """The ghosted patch of the owned values ``x`` (differentiable, also twice)."""
+        flat = x.reshape(-1)
+        zero = flat.new_zeros(1)
+        parts = [flat, _RemoteGhosts.apply(self, x), zero] if self.multi_rank else [flat, zero]
+        return torch.cat(parts)[self.source].view(self.ghosted_shape)
+
+    def receive(self, x: torch.Tensor) -> torch.Tensor:
+        """The ghost values this rank receives from other ranks (DMGlobalToLocal)."""
         patch = torch.zeros(self.ghosted_shape, dtype=x.dtype)
         self._move(x.detach().contiguous(), patch, forward=True)
-        return patch
+        return patch.view(-1)[self.remote]
 
-    def add_to_global(self, patch_grad: torch.Tensor) -> torch.Tensor:
-        """The transpose of :meth:`to_local`: ghost values added to their owners."""
-        out = torch.zeros(self.owned_shape, dtype=patch_grad.dtype)
-        self._move(patch_grad.contiguous(), out, forward=False)
+    def send_back(self, ghosts: torch.Tensor) -> torch.Tensor:
+        """The transpose of :meth:`receive`: ghost values added to their owners
+        (DMLocalToGlobal with ADD_VALUES)."""
+        patch = torch.zeros(self.ghosted_shape, dtype=ghosts.dtype)
+        patch.view(-1)[self.remote] = ghosts.detach()
+        out = torch.zeros(self.owned_shape, dtype=ghosts.dtype)
+        self._move(patch, out, forward=False)
         return out
 
     def _move(self, src: torch.Tensor, dst: torch.Tensor, forward: bool) -> None:
@@ -193,17 +240,30 @@ class _Halo:
         self.l.destroy()
 
 
-class _GhostExchange(torch.autograd.Function):
-    """owned values -> ghosted patch (DMGlobalToLocal); backward: DMLocalToGlobal ADD."""
+class _RemoteGhosts(torch.autograd.Function):
+    """owned values -> the ghosts other ranks own (collective); backward: :class:`_SendBack`."""
 
     @staticmethod
     def forward(ctx, halo: _Halo, x: torch.Tensor) -> torch.Tensor:
         ctx.halo = halo
-        return halo.to_local(x)
+        return halo.receive(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, ctx.halo.add_to_global(grad)
+        return None, _SendBack.apply(ctx.halo, grad)
+
+
+class _SendBack(torch.autograd.Function):
+    """ghost values -> added to their owners (collective); backward: :class:`_RemoteGhosts`."""
+
+    @staticmethod
+    def forward(ctx, halo: _Halo, ghosts: torch.Tensor) -> torch.Tensor:
+        ctx.halo = halo
+        return halo.send_back(ghosts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, _RemoteGhosts.apply(ctx.halo, grad)
 
 
 class DMDAProblem(torch.nn.Module):
@@ -245,7 +305,7 @@ class DMDAProblem(torch.nn.Module):
         if tuple(x.shape) != self.owned_shape:
             raise ConfigurationError(
                 f"the state on this rank must have the owned shape {self.owned_shape}, got {tuple(x.shape)}")
-        out = self.func(t, _GhostExchange.apply(self.halo, x))
+        out = self.func(t, self.halo.to_local(x))
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != self.owned_shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ConfigurationError(

@@ -1,18 +1,22 @@
-"""Serial counterparts of tests/mpi: DMDA states against pure torch, reducer, abort on error."""
+"""Serial counterparts of tests/mpi: DMDA states (explicit, implicit, IMEX) against pure torch,
+reducer, abort on error."""
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mpi4py import MPI
 
 import pnode
-from distributed_cases import STEP, T, Closure1D, Closure2D, data_parallel_case, initial_field, rel
+from distributed_cases import (IMPLICIT_CASES, STEP, T, Closure1D, Closure2D, data_parallel_case, grid,
+                               implicit_case, implicit_models, initial_field, rel)
 from pnode.distributed import DMDAProblem, GradientReducer, create_dmda, is_root, shard
 from reference import rk_solve
+from reference_implicit import ark_solve, theta_solve
 
 SELF = MPI.COMM_SELF
 
@@ -97,3 +101,33 @@ def test_error_on_one_rank_aborts_all_ranks(tmp_path: Path):
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "rank 1 of 2 failed" in text and "closure blew up on rank 1" in text
+
+
+def _reference_implicit(name: str, u0: torch.Tensor):
+    """Autograd through the pure-torch implicit scheme of IMPLICIT_CASES[name] on padded fields."""
+    dim, method, _ = IMPLICIT_CASES[name]
+    model, diffusion = implicit_models(name)
+    periodic = dim == 1
+    full = lambda m: (lambda t, u: m(t, _pad(u, periodic)))
+    steps = np.linspace(0.0, float(T[-1]), round(float(T[-1]) / STEP) + 1)
+    if method == "cn":
+        out = theta_solve(full(model), u0, steps, T.numpy(), 0.5, True)
+        return out, list(model.parameters())
+    out = ark_solve(full(diffusion), full(model), u0, steps, T.numpy(), "l2")
+    return out, list(model.parameters()) + list(diffusion.parameters())
+
+
+@pytest.mark.parametrize("jacobian", ["matrix-free", "dense"])
+@pytest.mark.parametrize("name", list(IMPLICIT_CASES))
+def test_implicit_dmda_problem_equals_backprop_through_torch_scheme(name, jacobian):
+    loss, gu0, gp, stats = implicit_case(name, SELF, jacobian=jacobian)
+    assert stats["jacobian"] == jacobian
+    dim = IMPLICIT_CASES[name][0]
+    r0 = initial_field(grid(dim)).requires_grad_(True)
+    ref, params = _reference_implicit(name, r0)
+    weights = torch.linspace(0.5, 1.5, len(T), dtype=torch.float64).view((-1,) + (1,) * dim)
+    ref_loss = (weights * ref ** 2).sum() + ref[-1].sum()
+    ref_grads = torch.autograd.grad(ref_loss, [r0] + params)
+    assert abs(loss - ref_loss.item()) < 1e-10 * abs(ref_loss.item())
+    assert rel(gu0, ref_grads[0]) < 1e-10
+    assert max(rel(a, b) for a, b in zip(gp, ref_grads[1:])) < 1e-10
