@@ -10,8 +10,13 @@ from .errors import ConfigurationError
 class Checkpoint:
     """What the forward pass keeps for the adjoint.
 
-    - ``Checkpoint("all")`` (default): solutions and stages of every step; fastest.
-    - ``Checkpoint("solution")``: solutions only; stages are recomputed by PETSc.
+    - ``Checkpoint("all")`` (default): solutions and stages of every step and, for explicit
+      methods, each stage's autograd graph, so the backward pass runs only backward
+      passes through ``func``: fastest, with the memory of backpropagation through the
+      solver (every stage's activations).
+    - ``Checkpoint("solution")``: solutions only; the backward pass recomputes each step's
+      stages (with their graphs, used once and freed): one more evaluation of ``func`` per
+      stage, memory of one state per step.
     - ``Checkpoint(budget=K)``: at most ``K`` stored states whatever the number of steps,
       with a binomial (revolve-class) schedule; ``disk=True`` keeps them in files.
     """

@@ -13,7 +13,8 @@ from .implicit import ImplicitOperators, failure_detail
 from .jacobians import AdjointShells, ParamBuffer
 from .methods import Method
 from .options import ScopedOptions
-from .vec import PETSc, as_petsc_comm, as_tensor, as_vec
+from .tape import StageTape
+from .vec import PETSc, ViewCache, as_petsc_comm, as_vec
 
 
 class Integrator:
@@ -63,14 +64,21 @@ class Integrator:
         else:
             defaults["ts_adapt_type"] = "none"
         self.shells = self.implicit = None
-        self.pbuf = ParamBuffer(problem.params, dt, dev)
+        self.pbuf = ParamBuffer(problem.params)
         if method.implicit:
             self.implicit = ImplicitOperators(problem, self.comm, self.pbuf if adjoint else None,
                                               on_error=self._keep_error, jacobian=jacobian)
             defaults.update(self.implicit.solver_defaults)
             self.implicit.attach(ts, self.F, adjoint)
+        # explicit methods keep each stage's graph for the adjoint (pnode.tape): all of them
+        # from the forward solve, or, with solution_only, those of the one step PETSc
+        # recomputes in the backward pass
+        self.views = ViewCache()
+        self.tape = StageTape(self.comm) if adjoint and not method.implicit else None
+        self._in_forward = False
+        self._record_forward = not solution_only
         if adjoint and explicit is not None:
-            self.shells = AdjointShells(explicit, self.comm, self.pbuf)
+            self.shells = AdjointShells(explicit, self.comm, self.pbuf, self.tape, self.views)
             ts.setRHSJacobian(self.shells.at, self.shells.J, self.shells.J)
             ts.setRHSJacobianP(self.shells.at_p, self.shells.Jp)
         self._trajectory = {}
@@ -113,8 +121,11 @@ class Integrator:
     def _rhs_cb(self, ts, t, X, F):
         try:
             prob = self.problem
-            x = as_tensor(X, prob.shape, "r")
-            as_tensor(F, prob.shape).copy_(prob.rhs(t, x))
+            x = self.views.get(X, "r").view(prob.shape)
+            tape = self.tape
+            f = tape.record(t, x, prob.rhs) if tape is not None and tape.recording else prob.rhs(t, x)
+            self.views.get(F).view(prob.shape).copy_(f)
+            F.stateIncrease()
         except BaseException as exc:
             self._error = self._error or exc
             raise
@@ -123,6 +134,8 @@ class Integrator:
         self._error = self._error or exc
 
     def _monitor_cb(self, ts, step, t, X):
+        if not self._in_forward:  # PETSc also monitors the steps it recomputes for the adjoint
+            return
         try:
             k = len(self.out_steps)
             self.step_times.append(t)
@@ -139,6 +152,22 @@ class Integrator:
     def _prestep_cb(self, ts):
         k = ts.getStepNumber()
         ts.setTimeStep(float(self._replay_times[k + 1] - self._replay_times[k]))
+
+    def _run_forward(self) -> None:
+        """TSSolve from the state in ``U`` into an empty trajectory; explicit methods record
+        their stage graphs unless the trajectory keeps solutions only."""
+        self._fresh_trajectory()
+        tape = self.tape
+        if tape is not None:
+            tape.clear()
+            tape.recording = self._record_forward
+        self._in_forward = True
+        try:
+            self._solve(lambda: self.ts.solve(self.U))
+        finally:
+            self._in_forward = False
+            if tape is not None:
+                tape.recording = False
 
     def _user_t(self, s: float) -> float:
         return self.problem.sign * s
@@ -158,8 +187,7 @@ class Integrator:
         ts.setMaxSteps(_UNLIMITED_STEPS)
         ts.setEvaluationTimes(list(map(float, t_out)))
         ts.setTimeStep(self._initial_step(t_out))
-        self._fresh_trajectory()
-        self._solve(lambda: ts.solve(self.U))
+        self._run_forward()
         self.last_stats = {"steps": ts.getStepNumber(), "rejected": ts.getStepRejections(),
                            "newton_iterations": ts.getSNESIterations(),
                            "krylov_iterations": ts.getKSPIterations()}
@@ -184,8 +212,7 @@ class Integrator:
         ts.setMaxSteps(len(times) - 1)
         ts.setEvaluationTimes([float(times[0]), float(times[-1])])
         ts.setTimeStep(float(times[1] - times[0]))
-        self._fresh_trajectory()
-        self._solve(lambda: ts.solve(self.U))
+        self._run_forward()
         return self.u
 
     def stats(self) -> dict[str, int | str]:
@@ -211,6 +238,7 @@ class Integrator:
 
     def _solve(self, run) -> None:
         self._error = None
+        self.views.clear()
         try:
             run()
         except BaseException as exc:
@@ -254,14 +282,28 @@ class Integrator:
         self.mu.zero_()
         self.set_cost_gradients()
         for k in range(len(self.out_steps) - 1, 0, -1):
-            nsteps = self.out_steps[k] - self.out_steps[k - 1]
-            ts.adjointSetSteps(nsteps)
-            self._solve(ts.adjointSolve)
+            self.adjoint_steps(self.out_steps[k] - self.out_steps[k - 1])
             self.lam.add_(g[k - 1])
             self.L.stateIncrease()
-        self._trajectory_dirty = False  # the adjoint emptied it
         self.reduce_param_gradients()
         return self.lam, self.mu
+
+    def adjoint_steps(self, nsteps: int) -> None:
+        """TSAdjointSolve over the last ``nsteps`` steps not yet reversed. Steps that PETSc
+        recomputes (solution-only trajectories) record their stage graphs on the way."""
+        tape = self.tape
+        if tape is not None:
+            tape.recording = True
+        try:
+            self.ts.adjointSetSteps(nsteps)
+            self._solve(self.ts.adjointSolve)
+        finally:
+            if tape is not None:
+                tape.recording = False
+        if self.ts.getStepNumber() == 0:
+            self._trajectory_dirty = False  # the adjoint has emptied the trajectory
+            if tape is not None:
+                tape.clear()
 
     def reduce_param_gradients(self) -> None:
         """On several ranks each holds its own block of ``mu`` (its part of ``(df/dp)^T

@@ -137,9 +137,7 @@ class BudgetedAdjoint:
         leaf = self.leaf
         self.forward_steps += 1
         leaf.replay(x, self.times[i:i + 2])
-        leaf.ts.adjointSetSteps(1)
-        leaf._solve(leaf.ts.adjointSolve)
-        leaf._trajectory_dirty = False
+        leaf.adjoint_steps(1)
         k = self._jumps.get(i)
         if k is not None:
             leaf.lam.add_(self._g[k])

@@ -82,3 +82,35 @@ def test_trajectory_is_kept_in_memory_not_in_files(tmp_path, monkeypatch):
         assert list(tmp_path.iterdir()) == []  # a basic trajectory would have written TS-data-*
         out.sum().backward()
         assert list(tmp_path.iterdir()) == []
+
+
+class CountingMLP(CubicMLP):
+    """CubicMLP that counts its evaluations."""
+
+    calls = 0
+
+    def forward(self, t, y):
+        self.calls += 1
+        return super().forward(t, y)
+
+
+@pytest.mark.parametrize("method, kw", [("rk4", dict(step_size=0.05)), ("dopri5", dict(rtol=1e-6))])
+@pytest.mark.parametrize("ck", ["all", "solution"])
+def test_backward_pass_reuses_stage_graphs(method, kw, ck):
+    f = CountingMLP()
+    y0 = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 4, dtype=torch.float64)
+    ode = pnode.NeuralODE(f, method=method, checkpoint=ck, **kw)
+    out = ode(y0, t)
+    steps, forward_calls = len(ode.step_times) - 1, f.calls
+    torch.autograd.grad((out ** 2).sum(), [y0, *f.parameters()])
+    backward_calls = f.calls - forward_calls
+    assert len(ode.step_times) - 1 == steps  # recomputed steps are not recorded as new ones
+    if ck == "all":
+        # graphs recorded in the forward pass: at most a step's first stage is re-evaluated
+        # (FSAL tableaus hand it over from the previous step's last stage)
+        assert backward_calls <= (steps if method == "dopri5" else 0)
+    else:
+        # solutions only: each step's stages are evaluated once more, their graphs reused
+        # by the VJPs (a re-evaluation per stage would double this)
+        assert forward_calls / 2 < backward_calls <= forward_calls + 7 * (len(t) - 1)

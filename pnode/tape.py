@@ -1,0 +1,85 @@
+"""Stage graphs kept for the adjoint: each right-hand-side evaluation's autograd graph.
+
+PETSc's adjoint of an explicit Runge-Kutta step asks, stage by stage, for ``(df/du)^T v``
+and ``(df/dp)^T v`` at the stage values of the forward step. Rebuilding ``f``'s graph
+there costs one more evaluation of ``f`` per stage. A :class:`StageTape` records the
+graph when the stage is evaluated (in the forward solve, or when PETSc recomputes a step
+in the backward pass) and hands it to the VJP, which then only runs the backward pass.
+
+Graphs are matched by stage time and exact stage values, so a step that was rejected by
+the error controller, or a stage PETSc does not differentiate, is never used; entries
+recorded after a matched one are dropped, because the adjoint only moves backwards.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.autograd import Variable
+
+# how many of the latest entries a lookup inspects before giving up (then the VJP
+# re-evaluates f): a step's stages plus those of rejected attempts in between
+_WINDOW = 64
+
+
+def engine_vjp(out: torch.Tensor, inputs: tuple[torch.Tensor, ...], v: torch.Tensor,
+               keep_graph: bool) -> tuple[torch.Tensor | None, ...]:
+    """``v^T d out / d inputs`` (None for inputs ``out`` does not depend on).
+
+    Calls autograd's engine directly: the same computation as ``torch.autograd.grad``
+    without its Python argument handling, which costs ~30 us per call (107 -> 77 us for
+    the VJP of a 2-50-2 MLP on 20 samples and its 4 parameters, measured on this project's
+    2-core machine), a third of a small model's VJP.
+    """
+    return Variable._execution_engine.run_backward(
+        (out,), (v,), keep_graph, False, inputs, True, False)
+
+
+class StageTape:
+    """Recorded ``(t, x, f(t, x))`` graphs of one integrator; ``recording`` switches it on.
+
+    ``comm``: on several ranks a lookup succeeds only where it succeeds on every rank
+    (one small Allreduce), because re-evaluating ``f`` may itself be collective (a ghost
+    exchange) and must then happen everywhere.
+    """
+
+    def __init__(self, comm=None):
+        self.entries: list[tuple[float, torch.Tensor, torch.Tensor]] = []
+        self.recording = False
+        self._mpi = comm.tompi4py() if comm is not None and comm.getSize() > 1 else None
+
+    def record(self, t: float, x: torch.Tensor, rhs: Callable) -> torch.Tensor:
+        """Evaluate ``rhs(t, x)`` with a graph on a private copy of ``x`` (PETSc reuses the
+        stage vector's memory) and keep it; returns the value (detached)."""
+        with torch.enable_grad():
+            leaf = x.detach().clone().requires_grad_(True)
+            out = rhs(t, leaf)
+        self.entries.append((t, leaf, out))
+        return out.detach()
+
+    def take(self, t: float, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The graph recorded at stage time ``t`` and state ``x`` (or None); it and every
+        entry recorded after it leave the tape."""
+        entries = self.entries
+        tol = 1e-12 * max(1.0, abs(t))
+        found = None
+        for k in range(len(entries) - 1, max(len(entries) - _WINDOW, 0) - 1, -1):
+            tk, leaf, _ = entries[k]
+            if abs(tk - t) <= tol and torch.equal(leaf, x):
+                found = k
+                break
+        if self._mpi is not None:
+            from mpi4py import MPI
+
+            if not self._mpi.allreduce(found is not None, op=MPI.LAND):
+                return None
+        if found is None:
+            return None
+        _, leaf, out = entries[found]
+        del entries[found:]
+        return leaf, out
+
+    def clear(self) -> None:
+        """Drop every graph (and stop recording)."""
+        self.entries.clear()
+        self.recording = False
