@@ -94,6 +94,7 @@ class Integrator:
         self._force = {"ts_adapt_type": "none"} if replay else None
         self._configure()
         self._trajectory_dirty = False
+        self._option_step = _step_option(options)
         self.adaptive = not replay and P.Options().getString(
             options.prefix + "ts_adapt_type", defaults["ts_adapt_type"]) != "none"
         self.out: torch.Tensor | None = None
@@ -228,6 +229,8 @@ class Integrator:
         return self.siblings[key]
 
     def _initial_step(self, t_out: np.ndarray) -> float:
+        if self._option_step is not None:
+            return self._option_step
         if self.step_size is not None:
             return float(self.step_size)
         gaps = np.diff(t_out)
@@ -333,6 +336,19 @@ class Integrator:
 # span and step (fixed steps) or starts small and grows (adaptive); a large finite value
 # would make it allocate a stack of that many entries up front.
 _UNLIMITED_STEPS = int(np.iinfo(np.int32).max)
+
+
+def _step_option(options: ScopedOptions) -> float | None:
+    """``-<prefix>ts_time_step`` (or its old name ``ts_dt``) from the command line, else
+    from the object's options dict: it sets the (initial) step as in PETSc, over ``step_size``."""
+    db = PETSc().Options()
+    for key in ("ts_time_step", "ts_dt"):
+        if db.hasName(options.prefix + key):
+            return db.getReal(options.prefix + key)
+    for key in ("ts_time_step", "ts_dt"):
+        if key in options.options:
+            return float(options.options[key])
+    return None
 
 
 def _petsc_error_words(exc) -> str:

@@ -33,6 +33,8 @@ class ParamBuffer:
         views = self._views.get(out.data_ptr())
         if views is None:
             views = self._views[out.data_ptr()] = self.unpack(out)
+        if not grads:
+            return
         if all(g is not None for g in grads):
             torch._foreach_copy_(views, grads)
             return

@@ -122,3 +122,15 @@ def test_odeint_builds_no_graph_and_matches():
     out = pnode.odeint(f, y0, t, method="rk4", step_size=0.05)
     assert not out.requires_grad
     assert torch.equal(out, pnode.odeint_adjoint(f, y0, t, method="rk4", step_size=0.05).detach())
+
+
+def test_function_without_parameters():
+    y0 = torch.tensor([[1.0, 0.5], [0.2, -0.3]], dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    rhs = lambda t, y: torch.sin(y).flip(-1) * torch.cos(t)  # noqa: E731
+    for ck in ("all", "solution", pnode.Checkpoint(budget=2)):
+        out = pnode.odeint_adjoint(rhs, y0, t, method="rk4", step_size=0.1, checkpoint=ck)
+        (g,) = torch.autograd.grad(out.pow(2).sum(), [y0])
+        ref = rk_solve(rhs, y0, np.linspace(0, 1, 11), t.numpy(), "rk4")
+        (gr,) = torch.autograd.grad(ref.pow(2).sum(), [y0])
+        assert _rel([g], [gr]) < 1e-12

@@ -62,3 +62,30 @@ def test_unnamed_objects_get_distinct_prefixes():
     a = pnode.NeuralODE(lambda t, y: y)
     b = pnode.NeuralODE(lambda t, y: y)
     assert a.options_prefix != b.options_prefix
+
+
+_SCRIPT = """
+import sys, torch, pnode
+pnode.init(sys.argv)
+f = torch.nn.Linear(2, 2).double()
+y0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+t = torch.linspace(0, 1, 3, dtype=torch.float64)
+out = pnode.odeint_adjoint(lambda t, y: f(y), y0, t, method="rk4", step_size=0.25,
+                           options_prefix="node_")
+out.sum().backward()
+"""
+
+
+def test_command_line_flags_reach_petsc(tmp_path):
+    """``pnode.init(sys.argv)``: -prefix_ts_* flags change the solve, -log_view profiles it."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), "-node_ts_monitor", "-node_ts_time_step", "0.1",
+                           "-log_view"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "10 TS (node_) dt 0.1 time 1." in proc.stdout  # -node_ts_time_step won over step_size=0.25
+    assert "PETSc Performance Summary" in proc.stdout
+    assert any(line.startswith("TSAdjointStep") for line in proc.stdout.splitlines())
