@@ -27,10 +27,10 @@ class Integrator:
     def __init__(self, problem, method: Method, *, rtol: float, atol: float,
                  step_size: float | None, options: ScopedOptions, comm=None,
                  adjoint: bool = False, solution_only: bool = False, replay: bool = False,
-                 jacobian: str = "matrix-free"):
+                 jacobian: str = "matrix-free", graph_bytes: int | None = None):
         self._args = dict(problem=problem, method=method, rtol=rtol, atol=atol, step_size=step_size,
                           options=options, comm=comm, adjoint=adjoint, solution_only=solution_only,
-                          replay=replay, jacobian=jacobian)
+                          replay=replay, jacobian=jacobian, graph_bytes=graph_bytes)
         self.siblings: dict = {}
         self._replay_times: np.ndarray | None = None
         self.problem, self.method = problem, method
@@ -74,7 +74,7 @@ class Integrator:
         # from the forward solve, or, with solution_only, those of the one step PETSc
         # recomputes in the backward pass
         self.views = ViewCache()
-        self.tape = StageTape(self.comm) if adjoint and not method.implicit else None
+        self.tape = StageTape(self.comm, graph_bytes) if adjoint and not method.implicit else None
         self._in_forward = False
         self._record_forward = not solution_only
         if adjoint and explicit is not None:

@@ -101,7 +101,8 @@ class _Config:
                           step_size=self.step_size, options=self.scoped, comm=comm,
                           adjoint=adjoint and (checkpoint is None or checkpoint.mode != "budget"),
                           solution_only=checkpoint is not None and checkpoint.mode != "all",
-                          jacobian=jacobian)
+                          jacobian=jacobian,
+                          graph_bytes=checkpoint.graph_bytes() if adjoint and checkpoint.mode == "all" else None)
 
 
 def odeint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method: str | None = "dopri5",

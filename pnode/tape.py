@@ -38,22 +38,41 @@ def engine_vjp(out: torch.Tensor, inputs: tuple[torch.Tensor, ...], v: torch.Ten
 class StageTape:
     """Recorded ``(t, x, f(t, x))`` graphs of one integrator; ``recording`` switches it on.
 
-    ``comm``: on several ranks a lookup succeeds only where it succeeds on every rank
-    (one small Allreduce), because re-evaluating ``f`` may itself be collective (a ghost
-    exchange) and must then happen everywhere.
+    ``max_bytes`` caps the memory of the recorded graphs (None: no cap): the first graph's
+    size is measured (the tensors autograd saves, less the parameters it only refers to)
+    and recording pauses once the next graph would not fit, so later stages are
+    re-evaluated by their VJPs. ``comm``: on several ranks a lookup succeeds only where it
+    succeeds on every rank (one small Allreduce), because re-evaluating ``f`` may itself
+    be collective (a ghost exchange) and must then happen everywhere.
     """
 
-    def __init__(self, comm=None):
+    def __init__(self, comm=None, max_bytes: int | None = None):
         self.entries: list[tuple[float, torch.Tensor, torch.Tensor]] = []
         self.recording = False
+        self.max_bytes = max_bytes
+        self.entry_bytes: int | None = None
         self._mpi = comm.tompi4py() if comm is not None and comm.getSize() > 1 else None
+
+    def _full(self) -> bool:
+        if self.max_bytes is None or self.entry_bytes is None:
+            return False
+        return (len(self.entries) + 1) * self.entry_bytes > self.max_bytes
 
     def record(self, t: float, x: torch.Tensor, rhs: Callable) -> torch.Tensor:
         """Evaluate ``rhs(t, x)`` with a graph on a private copy of ``x`` (PETSc reuses the
-        stage vector's memory) and keep it; returns the value (detached)."""
+        stage vector's memory) and keep it, unless the cap is reached; returns the value
+        (detached)."""
+        if self._full():
+            return rhs(t, x)
         with torch.enable_grad():
             leaf = x.detach().clone().requires_grad_(True)
-            out = rhs(t, leaf)
+            if self.entry_bytes is None and self.max_bytes is not None:
+                out, saved = _with_saved_bytes(rhs, t, leaf)
+                self.entry_bytes = saved + leaf.nbytes + out.nbytes
+                if self._full():
+                    return out.detach()
+            else:
+                out = rhs(t, leaf)
         self.entries.append((t, leaf, out))
         return out.detach()
 
@@ -83,3 +102,19 @@ class StageTape:
         """Drop every graph (and stop recording)."""
         self.entries.clear()
         self.recording = False
+
+
+def _with_saved_bytes(rhs: Callable, t: float, leaf: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``rhs(t, leaf)`` and the bytes of the tensors its graph saves, counting each storage
+    once and leaving out leaves that require grad (the parameters and ``leaf``)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if not (tensor.is_leaf and tensor.requires_grad):
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = rhs(t, leaf)
+    return out, sum(storages.values())

@@ -114,3 +114,37 @@ def test_backward_pass_reuses_stage_graphs(method, kw, ck):
         # solutions only: each step's stages are evaluated once more, their graphs reused
         # by the VJPs (a re-evaluation per stage would double this)
         assert forward_calls / 2 < backward_calls <= forward_calls + 7 * (len(t) - 1)
+
+
+def test_graph_memory_caps_recorded_graphs():
+    f = CountingMLP()
+    y0 = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    results = {}
+    for cap in (None, 0, 20_000):
+        ode = pnode.NeuralODE(f, method="rk4", step_size=0.05,
+                              checkpoint=pnode.Checkpoint("all", graph_memory=cap))
+        out = ode(y0, t)
+        tape = ode._integ.tape
+        kept, entry = len(tape.entries), tape.entry_bytes
+        start = f.calls
+        grads = torch.autograd.grad((out ** 2).sum(), [y0, *f.parameters()])
+        results[cap] = (kept, f.calls - start, grads)
+        if cap is not None:
+            assert entry > 0 and kept * entry <= cap
+    stages = 4 * 20
+    assert results[None][:2] == (stages, 0)  # the default cap holds this small problem
+    assert results[0][:2] == (0, stages)  # no graphs: every stage re-evaluated
+    kept, evals, _ = results[20_000]
+    assert 0 < kept < stages and evals == stages - kept
+    for cap in (0, 20_000):
+        for a, b in zip(results[cap][2], results[None][2]):
+            assert torch.equal(a, b)
+
+
+def test_bad_graph_memory_rejected():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(pnode.ConfigurationError, match="graph_memory"):
+            pnode.Checkpoint("all", graph_memory=bad)
+    with pytest.raises(pnode.ConfigurationError, match="all"):
+        pnode.Checkpoint("solution", graph_memory=10)
