@@ -331,9 +331,17 @@ def failure_detail(ts, reason: int) -> tuple[str, str]:
         ksp = snes.getKSP()
         if int(ksp.getConvergedReason()) < 0:
             words += f"; its linear solve: KSP reason {int(ksp.getConvergedReason())}"
-        hint = (f"Newton did not converge: try a smaller step_size, an adaptive method "
-                f"(method='arkimex'), more iterations ({prefix}snes_max_it) or a preconditioner "
-                f"({prefix}pc_type ...); check that the implicit function is smooth")
+        failures = ts.getSNESFailures()
+        if failures > 1:  # PETSc cut the step after each failure: smaller steps did not help
+            hint = (f"Newton failed {failures} times in this solve although the step was cut after "
+                    f"each failure (limit {prefix}ts_max_snes_failures): allow more failures or "
+                    f"Newton iterations ({prefix}snes_max_it), tighten rtol/atol, add a "
+                    f"preconditioner ({prefix}pc_type ...) or try another tableau; check that the "
+                    "implicit function is smooth")
+        else:
+            hint = (f"Newton did not converge: try a smaller step_size, an adaptive method "
+                    f"(method='arkimex'), more iterations ({prefix}snes_max_it) or a preconditioner "
+                    f"({prefix}pc_type ...); check that the implicit function is smooth")
     elif reason == -2:
         hint = ("the step size collapsed after repeated rejections: loosen rtol/atol, raise "
                 f"{prefix}ts_max_reject or check the problem for a singularity")

@@ -185,7 +185,14 @@ def test_newton_failure_raises_convergence_error():
     assert info.value.step is not None and info.value.time is not None
 
 
-def test_error_in_implicit_function_keeps_its_type():
+def test_adaptive_newton_failures_name_the_failure_limit():
+    """An adaptive solve cuts the step after each Newton failure: the hint names the
+    failure count and its option instead of suggesting smaller or adaptive steps."""
+    y0 = torch.tensor([1.0, 0.0, 0.0], dtype=DT)
+    t = torch.tensor([0.0, 1.0, 2.0], dtype=DT)
+    with pytest.raises(pnode.ConvergenceError, match=r"Newton failed 10 times.*ts_max_snes_failures") as info:
+        pnode.odeint(rober, y0, t, method="arkimex", options={"snes_max_it": 1})
+    assert "adaptive method" not in str(info.value) and info.value.step is not None
     def bad(t, y):
         return y[:1]
 
