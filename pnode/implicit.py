@@ -93,28 +93,42 @@ class ImplicitProblem:
         """The explicit part (RHSFunction) in PETSc time."""
         return self.explicit.rhs(s, y)
 
-    def check_consistent(self, s0: float, y0: torch.Tensor, tol: float = 1e-8) -> None:
+    def check_consistent(self, s0: float, y0: torch.Tensor, tol: float = 1e-8, comm=None) -> None:
         """Raise ConfigurationError if ``y0`` violates the algebraic equations at ``s0``.
 
         With a singular M (index-1 DAE), ``w^T (g + f)(t0, y0) = 0`` must hold for every
-        ``w`` in M's left null space, to ``tol * max(1, |g + f|_inf)``.
+        ``w`` in M's left null space, to ``tol * max(1, |g + f|_inf)``. On a communicator of
+        several ranks (each holding its rows of M) the verdict is taken over all of them, so
+        every rank raises or none does.
         """
         if self.mass is None:
             return
         W = self.mass.algebraic_basis()
-        if W is None:
+        mpi = comm.tompi4py() if comm is not None and comm.getSize() > 1 else None
+        if mpi is not None:
+            from mpi4py import MPI
+
+            if not mpi.allreduce(W is not None, op=MPI.LOR):
+                return
+        elif W is None:
             return
         with torch.no_grad():
             y = y0.reshape(self.shape)
             r = self.implicit.rhs(s0, y).reshape(-1)
             if self.explicit is not None:
                 r = r + self.explicit.rhs(s0, y).reshape(-1)
-            viol = (W.T @ r).abs()
-        worst = float(viol.max())
-        if not worst <= tol * max(1.0, float(r.abs().max())):
+        worst = float((W.T @ r).abs().max()) if W is not None else 0.0
+        scale = float(r.abs().max()) if r.numel() else 0.0
+        count = W.shape[1] if W is not None else 0
+        if mpi is not None:
+            from mpi4py import MPI
+
+            worst, scale = mpi.allreduce(worst, op=MPI.MAX), mpi.allreduce(scale, op=MPI.MAX)
+            count = mpi.allreduce(count, op=MPI.SUM)
+        if not worst <= tol * max(1.0, scale):
             raise ConfigurationError(
                 f"y0 is not consistent with the algebraic equations of the DAE (singular mass): "
-                f"max |w^T g(t0, y0)| = {worst:.3e} over {W.shape[1]} algebraic equation(s) at "
+                f"max |w^T g(t0, y0)| = {worst:.3e} over {count} algebraic equation(s) at "
                 f"t0={self.implicit.sign * s0:.6g} (tolerance {tol:g}); solve them for the "
                 "algebraic variables before integrating")
 

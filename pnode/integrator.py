@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +53,10 @@ class Integrator:
         ts.setExactFinalTime(P.TS.ExactFinalTime.MATCHSTEP)
         ts.setMaxSteps(_UNLIMITED_STEPS)
         fixed = step_size is not None or not method.adaptive
-        ts.setMaxSNESFailures(1 if method.implicit and fixed else 10 if method.implicit else -1)
+        # fixed steps cannot shrink a step whose Newton solve failed; adaptive ones retry
+        # with a smaller step, bounded by ts_max_reject consecutive rejections (PETSc's
+        # failure count is cumulative over the solve, so a finite one ends long solves)
+        ts.setMaxSNESFailures(1 if method.implicit and fixed else -1)
         ts.setErrorIfStepFails(False)
         ts.setMonitor(self._monitor_cb)
         if replay:
@@ -190,6 +194,7 @@ class Integrator:
         ts.setTimeStep(self._initial_step(t_out))
         self._run_forward()
         self.last_stats = {"steps": ts.getStepNumber(), "rejected": ts.getStepRejections(),
+                           "newton_failures": ts.getSNESFailures(),
                            "newton_iterations": ts.getSNESIterations(),
                            "krylov_iterations": ts.getKSPIterations()}
         if len(self.out_steps) != len(t_out):
@@ -217,8 +222,9 @@ class Integrator:
         return self.u
 
     def stats(self) -> dict[str, int | str]:
-        """Counts of the last forward solve (accepted and rejected steps, Newton and Krylov
-        iterations: 0 for explicit methods) and the implicit Jacobian kind in use."""
+        """Counts of the last forward solve (accepted and rejected steps, failed Newton
+        solves, Newton and Krylov iterations: 0 for explicit methods) and the implicit
+        Jacobian kind in use."""
         return {**self.last_stats, "jacobian": self._args["jacobian"]}
 
     def sibling(self, **changes) -> "Integrator":
@@ -291,18 +297,36 @@ class Integrator:
         self.reduce_param_gradients()
         return self.lam, self.mu
 
+    @contextmanager
+    def _fresh_jacobians(self) -> Iterator[None]:
+        """No Jacobian or preconditioner lagging during an implicit adjoint: PETSc's theta
+        and ARKIMEX adjoints fetch each transposed Jacobian through the SNES, which would
+        otherwise hand back a stale one (``snes_lag_*`` options are for forward solves)."""
+        if self.implicit is None or not _sets_any(self._options, _LAG_OPTIONS):
+            yield
+            return
+        snes = self.ts.getSNES()
+        with self._options.applied(force={key: 1 for key in _LAG_OPTIONS[:2]}):
+            snes.setFromOptions()
+        try:
+            yield
+        finally:
+            with self._options.applied():
+                snes.setFromOptions()
+
     def adjoint_steps(self, nsteps: int) -> None:
         """TSAdjointSolve over the last ``nsteps`` steps not yet reversed. Steps that PETSc
         recomputes (solution-only trajectories) record their stage graphs on the way."""
         tape = self.tape
         if tape is not None:
             tape.recording = True
-        try:
-            self.ts.adjointSetSteps(nsteps)
-            self._solve(self.ts.adjointSolve)
-        finally:
-            if tape is not None:
-                tape.recording = False
+        with self._fresh_jacobians():
+            try:
+                self.ts.adjointSetSteps(nsteps)
+                self._solve(self.ts.adjointSolve)
+            finally:
+                if tape is not None:
+                    tape.recording = False
         if self.ts.getStepNumber() == 0:
             self._trajectory_dirty = False  # the adjoint has emptied the trajectory
             if tape is not None:
@@ -336,6 +360,16 @@ class Integrator:
 # span and step (fixed steps) or starts small and grows (adaptive); a large finite value
 # would make it allocate a stack of that many entries up front.
 _UNLIMITED_STEPS = int(np.iinfo(np.int32).max)
+
+
+_LAG_OPTIONS = ("snes_lag_jacobian", "snes_lag_preconditioner",
+                "snes_lag_jacobian_persists", "snes_lag_preconditioner_persists")
+
+
+def _sets_any(options: ScopedOptions, keys: Sequence[str]) -> bool:
+    """Whether the command line or the object's dict sets any of ``keys``."""
+    db = PETSc().Options()
+    return any(db.hasName(options.prefix + key) or key in options.options for key in keys)
 
 
 def _step_option(options: ScopedOptions) -> float | None:

@@ -66,7 +66,7 @@ def _params_of(func: Callable, adjoint_params, implicit: Callable | None = None)
 def _check_dae(integ: Integrator, y0: torch.Tensor, tp: np.ndarray) -> None:
     check = getattr(integ.problem, "check_consistent", None)
     if check is not None:
-        check(float(tp[0]), y0.detach())
+        check(float(tp[0]), y0.detach(), comm=integ.comm)
 
 
 def _check_step(step_size, rtol, atol):
