@@ -271,15 +271,28 @@ class _ShiftedJacobian(_Linearisation):
         # (dg/du) v = d/dw <(dg/du)^T w, v>, with one double-backward graph per point
         if self._dual is None:
             xr, g = self.graph()
-            with torch.enable_grad():
-                w = torch.zeros_like(g, requires_grad=True)
-                (gt,) = torch.autograd.grad(g, xr, w, create_graph=True, allow_unused=True)
+            gt = w = None
+            if g.requires_grad:
+                with torch.enable_grad():
+                    w = torch.zeros_like(g, requires_grad=True)
+                    (gt,) = torch.autograd.grad(g, xr, w, create_graph=True, allow_unused=True)
             self._dual = (w, gt)
         w, gt = self._dual
-        if gt is None or not gt.requires_grad:
+        if gt is None:  # g does not depend on the state
             return torch.zeros_like(v)
-        (jv,) = torch.autograd.grad(gt, w, v.view(gt.shape), retain_graph=True, allow_unused=True)
-        return torch.zeros_like(v) if jv is None else jv.reshape(-1)
+        # gt = (dg/du)^T w is linear in w: a backward pass that does not reach w is one
+        # that autograd cannot differentiate (it would silently give a zero product)
+        jv = None
+        if gt.requires_grad:
+            (jv,) = torch.autograd.grad(gt, w, v.view(gt.shape), retain_graph=True, allow_unused=True)
+        if jv is None:
+            raise ConfigurationError(
+                "the matrix-free Jacobian needs the implicit function to be twice "
+                "differentiable (its Jacobian-vector products differentiate a backward pass), "
+                "but its backward pass is not differentiable (a custom autograd.Function "
+                "marked once_differentiable, or one that detaches?); use jacobian='dense' or "
+                "'blocks', or make the backward differentiable")
+        return jv.reshape(-1)
 
     def _vjp(self, v: torch.Tensor) -> torch.Tensor:
         xr, g = self.graph()

@@ -220,3 +220,26 @@ def test_adaptive_solve_outlives_many_newton_failures():
     ref = pnode.odeint(rober, y0, t, method="arkimex", rtol=1e-6, atol=1e-10, options={"ts_arkimex_type": "4"})
     scale = torch.tensor([1.0, 4e-5, 1.0], dtype=DT)
     assert float(((out - ref).abs() / scale).max()) < 1e-4
+
+
+class _OnceDifferentiable(torch.autograd.Function):
+    """``-5 y`` whose backward pass cannot be differentiated again."""
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        return -5.0 * grad
+
+    @staticmethod
+    def forward(ctx, y):
+        return -5.0 * y
+
+
+def test_matrix_free_jacobian_needs_double_backward():
+    y0 = torch.ones(300, dtype=DT)
+    with pytest.raises(pnode.ConfigurationError, match="twice differentiable"):
+        pnode.odeint(lambda t, y: _OnceDifferentiable.apply(y), y0, T_OUT, method="beuler", step_size=STEP,
+                     jacobian="matrix-free")
+    out = pnode.odeint(lambda t, y: _OnceDifferentiable.apply(y), y0, T_OUT, method="beuler", step_size=STEP,
+                       jacobian="dense")  # assembled from first derivatives only
+    assert torch.allclose(out[-1], torch.full_like(y0, (1 + 5 * STEP) ** -8), rtol=1e-10)
