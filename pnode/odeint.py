@@ -15,7 +15,7 @@ from .methods import resolve
 from .options import ScopedOptions
 from .assembled import check_jacobian, choose
 from .implicit import build_problem
-from .vec import as_petsc_comm, check_tensor
+from .vec import check_tensor
 
 
 def _check_times(t: torch.Tensor, dtype: torch.dtype) -> tuple[np.ndarray, float]:
@@ -92,9 +92,6 @@ class _Config:
         problem = build_problem(func, self.implicit, self.mass, self.method, y0.shape, y0.dtype,
                                 y0.device, params, sign)
         comm = self.comm if self.comm is not None else getattr(func, "state_comm", None)
-        if comm is not None and adjoint and checkpoint is not None and checkpoint.mode == "budget" \
-                and as_petsc_comm(comm).getSize() > 1:
-            raise ConfigurationError("Checkpoint(budget=...) is not supported on a multi-rank communicator yet")
         jacobian = (choose(self.jacobian, problem, s0, y0, comm) if self.method.implicit
                     else "matrix-free")
         return Integrator(problem, self.method, rtol=self.rtol, atol=self.atol,

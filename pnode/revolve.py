@@ -113,6 +113,7 @@ class BudgetedAdjoint:
             self.peak_states = store.peak
         finally:
             store.close()
+        leaf.reduce_param_gradients()
         return leaf.lam, leaf.mu
 
     def _advance(self, x: torch.Tensor, a: int, b: int) -> torch.Tensor:

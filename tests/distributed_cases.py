@@ -106,8 +106,10 @@ def _perturbed(model: torch.nn.Module, perturb: tuple[int, float] | None) -> Non
             next(model.parameters()).view(-1)[perturb[0]] += perturb[1]
 
 
-def dmda_case(dim: int, comm, perturb: tuple[int, float] | None = None, grad: bool = True):
-    """Solve the ``dim``-D case on ``comm``; returns (loss, dL/du0 gathered, [dL/dp])."""
+def dmda_case(dim: int, comm, perturb: tuple[int, float] | None = None, grad: bool = True,
+              checkpoint=None):
+    """Solve the ``dim``-D case on ``comm`` (with ``checkpoint``); returns (loss, dL/du0
+    gathered, [dL/dp])."""
     torch.manual_seed(1)
     sizes = grid(dim)
     model = Closure1D(1.0 / sizes[0]) if dim == 1 else Closure2D(1.0 / sizes[0])
@@ -116,8 +118,10 @@ def dmda_case(dim: int, comm, perturb: tuple[int, float] | None = None, grad: bo
     prob = DMDAProblem(da, model)
     try:
         y0 = prob.scatter(initial_field(sizes)).requires_grad_(grad)
-        solver = pnode.odeint_adjoint if grad else pnode.odeint
-        out = solver(prob, y0, T, method="rk4", step_size=STEP)
+        if grad:
+            out = pnode.odeint_adjoint(prob, y0, T, method="rk4", step_size=STEP, checkpoint=checkpoint)
+        else:
+            out = pnode.odeint(prob, y0, T, method="rk4", step_size=STEP)
         return _loss_and_grads(prob, y0, out, model.parameters(), comm, grad)
     finally:
         prob.destroy()

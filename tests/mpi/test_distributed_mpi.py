@@ -3,6 +3,7 @@ import pytest
 import torch
 from mpi4py import MPI
 
+import pnode
 from distributed_cases import IMPLICIT_CASES, data_parallel_case, dmda_case, implicit_case, np_rel, rel
 from pnode.distributed import is_root, shard
 
@@ -60,3 +61,12 @@ def test_distributed_implicit_diffusivity_gradient_matches_central_differences()
     down = implicit_case("imex-1d", WORLD, perturb=(0, -eps), grad=False)[0]
     fd = (up - down) / (2 * eps)
     assert abs(fd - float(gp[-1])) < 1e-7 * max(1.0, abs(fd))
+
+
+@pytest.mark.parametrize("checkpoint", ["solution", pnode.Checkpoint(budget=3)])
+def test_dmda_checkpoint_policies_equal_one_rank_store_all(checkpoint):
+    loss, gu0, gp = dmda_case(1, WORLD, checkpoint=checkpoint)
+    ref_loss, ref_gu0, ref_gp = dmda_case(1, MPI.COMM_SELF, checkpoint="all")
+    assert np_rel(loss, ref_loss) < 1e-12
+    assert rel(gu0, ref_gu0) < 1e-10
+    assert max(rel(g, r) for g, r in zip(gp, ref_gp)) < 1e-10
