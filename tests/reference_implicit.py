@@ -54,33 +54,36 @@ def _mass(M, v):
     return M * v if M.ndim == 1 else M @ v
 
 
-def _collect(step_times, out_times):
-    key = lambda s: round(float(s), 9)
-    return key, {key(s) for s in out_times}
+def march(step, y0, step_times, out_times):
+    """Apply ``step(t0, h, x) -> x1`` (flat states) over the step times; the states at
+    ``out_times`` (each one of the step times), shaped like ``y0``."""
+    key = lambda s: round(float(s), 9)  # noqa: E731
+    targets = {key(s) for s in out_times}
+    x, outs = y0.reshape(-1), {}
+    if key(step_times[0]) in targets:
+        outs[key(step_times[0])] = x
+    for n in range(len(step_times) - 1):
+        t0 = float(step_times[n])
+        x = step(t0, float(step_times[n + 1]) - t0, x)
+        if key(step_times[n + 1]) in targets:
+            outs[key(step_times[n + 1])] = x
+    return torch.stack([outs[key(s)].view(y0.shape) for s in out_times])
 
 
 def theta_solve(func, y0, step_times, out_times, theta: float, endpoint: bool, mass=None):
     """TSTHETA: ``endpoint=False``: ``M (X - x0) = theta h g(t + theta h, X)``,
     ``x1 = x0 + (X - x0)/theta``; ``endpoint=True``: ``M (x1 - x0) = h (theta g1 + (1-theta) g0)``."""
     shape, dt = y0.shape, y0.dtype
-    key, targets = _collect(step_times, out_times)
-    x, outs = y0.reshape(-1), {}
-    if key(step_times[0]) in targets:
-        outs[key(step_times[0])] = x
-    for n in range(len(step_times) - 1):
-        t0, h = float(step_times[n]), float(step_times[n + 1] - step_times[n])
+
+    def step(t0, h, x):
         if endpoint:
             g0 = _f(func, t0, x, shape, dt) if theta < 1 else 0.0
-            res = lambda X, x=x, g0=g0: _mass(mass, X - x) - h * (theta * _f(func, t0 + h, X, shape, dt)
-                                                                   + (1 - theta) * g0)
-            x = newton(res, x)
-        else:
-            res = lambda X, x=x: _mass(mass, X - x) - theta * h * _f(func, t0 + theta * h, X, shape, dt)
-            X = newton(res, x)
-            x = x + (X - x) / theta
-        if key(step_times[n + 1]) in targets:
-            outs[key(step_times[n + 1])] = x
-    return torch.stack([outs[key(s)].view(shape) for s in out_times])
+            return newton(lambda X: _mass(mass, X - x) - h * (theta * _f(func, t0 + h, X, shape, dt)
+                                                              + (1 - theta) * g0), x)
+        X = newton(lambda X: _mass(mass, X - x) - theta * h * _f(func, t0 + theta * h, X, shape, dt), x)
+        return x + (X - x) / theta
+
+    return march(step, y0, step_times, out_times)
 
 
 def ark_solve(implicit, explicit, y0, step_times, out_times, tableau: str):
@@ -90,12 +93,8 @@ def ark_solve(implicit, explicit, y0, step_times, out_times, tableau: str):
     ct = [sum(row) for row in At]
     c = [sum(row) for row in A]
     shape, dt = y0.shape, y0.dtype
-    key, targets = _collect(step_times, out_times)
-    x, outs = y0.reshape(-1), {}
-    if key(step_times[0]) in targets:
-        outs[key(step_times[0])] = x
-    for n in range(len(step_times) - 1):
-        t0, h = float(step_times[n]), float(step_times[n + 1] - step_times[n])
+
+    def step(t0, h, x):
         KI, KE = [], []
         for i in range(s):
             Z = x
@@ -115,6 +114,6 @@ def ark_solve(implicit, explicit, y0, step_times, out_times, tableau: str):
         x = x + h * sum(bt[i] * KI[i] for i in range(s) if bt[i])
         if explicit is not None:
             x = x + h * sum(b[i] * KE[i] for i in range(s) if b[i])
-        if key(step_times[n + 1]) in targets:
-            outs[key(step_times[n + 1])] = x
-    return torch.stack([outs[key(s)].view(shape) for s in out_times])
+        return x
+
+    return march(step, y0, step_times, out_times)
