@@ -72,6 +72,13 @@ IMPLICIT_CASES = {"cn-1d": (1, "cn", None), "imex-1d": (1, "arkimex", 0.2), "ime
 STIFF_NU = 0.2  # nu * dt / h^2 = 2.3 on the 1-D grid: beyond rk4's stability limit with STEP
 
 
+def pad(u: torch.Tensor, periodic: bool) -> torch.Tensor:
+    """The ghosted patch of a whole 1-D (periodic) or 2-D (zero outside) field."""
+    if periodic:
+        return torch.cat([u[-1:], u, u[:1]])
+    return torch.nn.functional.pad(u, (1, 1, 1, 1))
+
+
 def grid(dim: int) -> list[int]:
     """Global DMDA sizes (x first) of the ``dim``-D cases."""
     return [24] if dim == 1 else [10, 8]

@@ -13,19 +13,12 @@ from mpi4py import MPI
 
 import pnode
 from distributed_cases import (IMPLICIT_CASES, STEP, T, Closure1D, Closure2D, data_parallel_case, grid,
-                               implicit_case, implicit_models, initial_field, rel)
+                               implicit_case, implicit_models, initial_field, pad, rel)
 from pnode.distributed import DMDAProblem, GradientReducer, create_dmda, is_root, shard
 from reference import rk_solve
 from reference_implicit import ark_solve, theta_solve
 
 SELF = MPI.COMM_SELF
-
-
-def _pad(u: torch.Tensor, periodic: bool) -> torch.Tensor:
-    """The ghosted patch of a whole 1-D (periodic) or 2-D (zero outside) field."""
-    if periodic:
-        return torch.cat([u[-1:], u, u[:1]])
-    return torch.nn.functional.pad(u, (1, 1, 1, 1))
 
 
 @pytest.mark.parametrize("dim", [1, 2])
@@ -42,7 +35,7 @@ def test_dmda_problem_equals_backprop_through_padded_torch(dim):
     g = torch.autograd.grad(loss, [y0] + list(model.parameters()))
     r0 = u0.clone().requires_grad_(True)
     steps = torch.arange(0, round(float(T[-1]) / STEP) + 1, dtype=torch.float64) * STEP
-    ref = rk_solve(lambda t, u: model(t, _pad(u, dim == 1)), r0, steps.numpy(), T.numpy(), "rk4")
+    ref = rk_solve(lambda t, u: model(t, pad(u, dim == 1)), r0, steps.numpy(), T.numpy(), "rk4")
     gr = torch.autograd.grad((ref ** 2).sum(), [r0] + list(model.parameters()))
     assert rel(out.detach(), ref.detach()) < 1e-13
     assert max(rel(a, b) for a, b in zip(g, gr)) < 1e-12
@@ -108,7 +101,7 @@ def _reference_implicit(name: str, u0: torch.Tensor):
     dim, method, _ = IMPLICIT_CASES[name]
     model, diffusion = implicit_models(name)
     periodic = dim == 1
-    full = lambda m: (lambda t, u: m(t, _pad(u, periodic)))
+    full = lambda m: (lambda t, u: m(t, pad(u, periodic)))
     steps = np.linspace(0.0, float(T[-1]), round(float(T[-1]) / STEP) + 1)
     if method == "cn":
         out = theta_solve(full(model), u0, steps, T.numpy(), 0.5, True)

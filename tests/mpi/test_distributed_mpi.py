@@ -4,8 +4,9 @@ import torch
 from mpi4py import MPI
 
 import pnode
-from distributed_cases import IMPLICIT_CASES, data_parallel_case, dmda_case, implicit_case, np_rel, rel
-from pnode.distributed import is_root, shard
+from distributed_cases import (IMPLICIT_CASES, data_parallel_case, dmda_case, grid, implicit_case, initial_field,
+                               np_rel, pad, rel)
+from pnode.distributed import DMDAProblem, create_dmda, is_root, shard
 
 WORLD = MPI.COMM_WORLD
 
@@ -70,3 +71,21 @@ def test_dmda_checkpoint_policies_equal_one_rank_store_all(checkpoint):
     assert np_rel(loss, ref_loss) < 1e-12
     assert rel(gu0, ref_gu0) < 1e-10
     assert max(rel(g, r) for g, r in zip(gp, ref_gp)) < 1e-10
+
+
+@pytest.mark.parametrize("dim", [1, 2])  # 1-D periodic, 2-D ghosted (zero outside)
+def test_dmda_patches_hold_the_right_ghosts_and_gather_round_trips(dim):
+    sizes = grid(dim)
+    da = create_dmda(sizes, boundary="periodic" if dim == 1 else "ghosted", comm=WORLD)
+    patches = []
+    prob = DMDAProblem(da, lambda t, patch: patches.append(patch) or patch[(slice(1, -1),) * dim])
+    u = initial_field(sizes)
+    owned = prob.scatter(u)
+    assert torch.equal(prob.gather(owned), u)  # every point comes back from its owner
+    prob(torch.zeros(()), owned)
+    starts, counts = da.getCorners()
+    window = tuple(slice(s, s + n + 2) for s, n in zip(reversed(starts), reversed(counts)))
+    assert torch.equal(patches[0], pad(u, dim == 1)[window])  # owned values and ghosts
+    assert WORLD.allreduce(owned.numel(), op=MPI.SUM) == u.numel()  # a partition of the grid
+    prob.destroy()
+    da.destroy()
