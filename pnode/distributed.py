@@ -127,6 +127,8 @@ def create_dmda(sizes: Sequence[int], *, stencil_width: int = 1, boundary: str =
         raise ConfigurationError(f"create_dmda supports 1-D and 2-D grids, got sizes {tuple(sizes)}")
     if boundary not in _BOUNDARIES:
         raise ConfigurationError(f"boundary must be one of {_BOUNDARIES}, got {boundary!r}")
+    if stencil not in ("box", "star"):
+        raise ConfigurationError(f"stencil must be 'box' or 'star', got {stencil!r}")
     if stencil_width < 0:
         raise ConfigurationError(f"stencil_width must be >= 0, got {stencil_width}")
     P = PETSc()

@@ -50,6 +50,8 @@ def test_dmda_problem_names_bad_shapes():
         prob(torch.zeros(()), torch.zeros(8, dtype=torch.float64))
     with pytest.raises(pnode.ConfigurationError, match="owned shape"):
         prob(torch.zeros(()), torch.zeros(9, dtype=torch.float64))
+    with pytest.raises(pnode.ConfigurationError, match="stencil must be"):
+        create_dmda([8], stencil="cross", comm=SELF)
     with pytest.raises(pnode.ConfigurationError, match="full stencil width"):
         DMDAProblem(pnode.vec.PETSc().DMDA().create([8], stencil_width=1, comm=pnode.vec.PETSc().COMM_SELF),
                     lambda t, p: p)
