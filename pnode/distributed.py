@@ -148,7 +148,7 @@ class _Halo:
     PETSc's own DMGlobalToLocal, applied once at construction to the owner rank and the
     owner's local index of every value, maps each point of this rank's ghosted patch to
     one of: an owned value (copied by torch indexing), a ghost owned by another rank
-    (received by :class:`_RemoteGhosts`, multi-rank only) or a point outside a
+    (received by :class:`_GhostExchange`, multi-rank only) or a point outside a
     ``"ghosted"`` domain (zero). The indexing is an ordinary differentiable torch
     operation, so double backward (the JVPs of implicit methods) and batched backward
     (assembled Jacobians) work through it; the remote part is an autograd pair whose
@@ -201,7 +201,7 @@ class _Halo:
         """The ghosted patch of the owned values ``x`` (differentiable, also twice)."""
         flat = x.reshape(-1)
         zero = flat.new_zeros(1)
-        parts = [flat, _RemoteGhosts.apply(self, x), zero] if self.multi_rank else [flat, zero]
+        parts = [flat, _GhostExchange.apply(self, x, False), zero] if self.multi_rank else [flat, zero]
         return torch.cat(parts)[self.source].view(self.ghosted_shape)
 
     def receive(self, x: torch.Tensor) -> torch.Tensor:
@@ -242,30 +242,20 @@ class _Halo:
         self.l.destroy()
 
 
-class _RemoteGhosts(torch.autograd.Function):
-    """owned values -> the ghosts other ranks own (collective); backward: :class:`_SendBack`."""
+class _GhostExchange(torch.autograd.Function):
+    """``transpose=False``: owned values -> the ghosts other ranks own (DMGlobalToLocal);
+    ``transpose=True``: ghost values -> added to their owners (DMLocalToGlobal ADD). Each
+    direction's backward is the other one, so the exchange is differentiable any number of
+    times. Collective."""
 
     @staticmethod
-    def forward(ctx, halo: _Halo, x: torch.Tensor) -> torch.Tensor:
-        ctx.halo = halo
-        return halo.receive(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, _SendBack.apply(ctx.halo, grad)
-
-
-class _SendBack(torch.autograd.Function):
-    """ghost values -> added to their owners (collective); backward: :class:`_RemoteGhosts`."""
-
-    @staticmethod
-    def forward(ctx, halo: _Halo, ghosts: torch.Tensor) -> torch.Tensor:
-        ctx.halo = halo
-        return halo.send_back(ghosts)
+    def forward(ctx, halo: _Halo, x: torch.Tensor, transpose: bool) -> torch.Tensor:
+        ctx.halo, ctx.transpose = halo, transpose
+        return halo.send_back(x) if transpose else halo.receive(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, _RemoteGhosts.apply(ctx.halo, grad)
+        return None, _GhostExchange.apply(ctx.halo, grad, not ctx.transpose), None
 
 
 class DMDAProblem(torch.nn.Module):

@@ -1,15 +1,14 @@
 """One PETSc TS for a problem + method + checkpoint policy: forward solves and adjoints."""
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from .distributed import abort_on_error
-from .errors import ConfigurationError, ConvergenceError, ts_reason
+from .errors import ConvergenceError, ts_reason
 from .implicit import ImplicitOperators, failure_detail
 from .jacobians import AdjointShells, ParamBuffer
 from .methods import Method
@@ -285,7 +284,6 @@ class Integrator:
     def adjoint(self, grads_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """TSAdjointSolve back through the last forward, adding ``grads_out[k]`` at each
         output time. Returns (dL/dy0 flat, dL/dparams flat) as views of owned buffers."""
-        ts = self.ts
         g = grads_out.reshape(len(self.out_steps), -1)
         self.lam.copy_(g[-1])
         self.mu.zero_()
@@ -302,7 +300,7 @@ class Integrator:
         """No Jacobian or preconditioner lagging during an implicit adjoint: PETSc's theta
         and ARKIMEX adjoints fetch each transposed Jacobian through the SNES, which would
         otherwise hand back a stale one (``snes_lag_*`` options are for forward solves)."""
-        if self.implicit is None or not _sets_any(self._options, _LAG_OPTIONS):
+        if self.implicit is None or all(self._options.get(key) is None for key in _LAG_OPTIONS):
             yield
             return
         snes = self.ts.getSNES()
@@ -366,23 +364,11 @@ _LAG_OPTIONS = ("snes_lag_jacobian", "snes_lag_preconditioner",
                 "snes_lag_jacobian_persists", "snes_lag_preconditioner_persists")
 
 
-def _sets_any(options: ScopedOptions, keys: Sequence[str]) -> bool:
-    """Whether the command line or the object's dict sets any of ``keys``."""
-    db = PETSc().Options()
-    return any(db.hasName(options.prefix + key) or key in options.options for key in keys)
-
-
 def _step_option(options: ScopedOptions) -> float | None:
     """``-<prefix>ts_time_step`` (or its old name ``ts_dt``) from the command line, else
     from the object's options dict: it sets the (initial) step as in PETSc, over ``step_size``."""
-    db = PETSc().Options()
-    for key in ("ts_time_step", "ts_dt"):
-        if db.hasName(options.prefix + key):
-            return db.getReal(options.prefix + key)
-    for key in ("ts_time_step", "ts_dt"):
-        if key in options.options:
-            return float(options.options[key])
-    return None
+    value = options.get("ts_time_step", "ts_dt")
+    return None if value is None else float(value)
 
 
 def _petsc_error_words(exc) -> str:

@@ -60,12 +60,11 @@ class AdjointShells:
     differentiated without evaluating ``f`` again; otherwise ``f`` is re-run with a graph.
     """
 
-    def __init__(self, problem, comm, params: ParamBuffer, tape: StageTape | None = None,
-                 views: ViewCache | None = None):
+    def __init__(self, problem, comm, params: ParamBuffer, tape: StageTape | None, views: ViewCache):
         self.problem = problem
         self.params = params
         self.tape = tape
-        self.views = views if views is not None else ViewCache()
+        self.views = views  # cleared by the owner before each solve
         self._inputs = params.params
         self._t = 0.0
         self._u = None

@@ -50,6 +50,17 @@ class ScopedOptions:
         merged.update(self.options)
         return ScopedOptions(self.prefix, merged)
 
+    def get(self, *names: str) -> str | None:
+        """The value of the option called ``names[0]`` (or one of its aliases ``names[1:]``)
+        for this object: from the command line (it wins), else from this object's dict,
+        else None."""
+        db = PETSc().Options()
+        for key in names:
+            if db.hasName(self.prefix + key):
+                return db.getString(self.prefix + key)
+        val = next((self.options[key] for key in names if key in self.options), None)
+        return None if val is None else _value(val)
+
     @contextmanager
     def applied(self, force: Mapping[str, Any] | None = None) -> Iterator[None]:
         """Insert this object's options for the duration of a ``setFromOptions`` call.

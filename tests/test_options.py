@@ -89,3 +89,14 @@ def test_command_line_flags_reach_petsc(tmp_path):
     assert "10 TS (node_) dt 0.1 time 1." in proc.stdout  # -node_ts_time_step won over step_size=0.25
     assert "PETSc Performance Summary" in proc.stdout
     assert any(line.startswith("TSAdjointStep") for line in proc.stdout.splitlines())
+
+
+def test_get_reads_command_line_before_dict_and_aliases():
+    scoped = pnode.ScopedOptions("getopt_", {"ts_time_step": 0.5, "ksp_type": "cg"})
+    db = PETSc().Options()
+    assert scoped.get("ts_time_step", "ts_dt") == "0.5" and scoped.get("pc_type") is None
+    db.setValue("getopt_ts_dt", "0.25")  # an alias on the command line beats the dict
+    try:
+        assert scoped.get("ts_time_step", "ts_dt") == "0.25" and scoped.get("ksp_type") == "cg"
+    finally:
+        db.delValue("getopt_ts_dt")
