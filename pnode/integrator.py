@@ -125,10 +125,10 @@ class Integrator:
     def _rhs_cb(self, ts, t, X, F):
         try:
             prob = self.problem
-            x = self.views.get(X, "r").view(prob.shape)
+            x = self.views.get(X, "r", prob.shape)
             tape = self.tape
             f = tape.record(t, x, prob.rhs) if tape is not None and tape.recording else prob.rhs(t, x)
-            self.views.get(F).view(prob.shape).copy_(f)
+            self.views.get(F, "rw", prob.shape).copy_(f)
             F.stateIncrease()
         except BaseException as exc:
             self._error = self._error or exc

@@ -68,9 +68,9 @@ class AdjointShells:
         self._inputs = params.params
         self._t = 0.0
         self._u = None
-        self._stash_ready = False
-        self._stash_v = None
-        self._pgrad = torch.zeros(max(params.numel, 1), dtype=problem.dtype, device=problem.device)
+        # (v's handle, v's state, parameter gradients) of the last J^T v, for the Jp^T v
+        # that follows; packed straight into Jp's output, which saves a copy (~8 us a stage)
+        self._stash = None
         P = PETSc()
         n = problem.numel
         self.J = P.Mat().createPython(((n, None), (n, None)), context=_Transposer(self.state_vjp), comm=comm)
@@ -83,17 +83,17 @@ class AdjointShells:
         """RHSJacobian callback: remember where the Jacobian is to be applied."""
         self._t = t
         self._u = u
-        self._stash_ready = False
+        self._stash = None
 
     def at_p(self, ts, t, u, Jp) -> None:
         """RHSJacobianP callback."""
         if self._u is not u or self._t != t:
             self._t, self._u = t, u
-            self._stash_ready = False
+            self._stash = None
 
-    def _vjp(self, v: torch.Tensor):
+    def _vjp(self, v_vec):
         prob = self.problem
-        x = self.views.get(self._u, "r").view(prob.shape)
+        x = self.views.get(self._u, "r", prob.shape)
         graph = self.tape.take(self._t, x) if self.tape is not None else None
         if graph is None:
             with torch.enable_grad():
@@ -102,29 +102,25 @@ class AdjointShells:
         leaf, f = graph
         if not f.requires_grad:  # f depends neither on the state nor on the parameters
             return (None,) * (1 + len(self._inputs))
-        return engine_vjp(f, (leaf,) + self._inputs, v.view(prob.shape), keep_graph=False)
+        v = self.views.get(v_vec, "r", prob.shape)
+        return engine_vjp(f, (leaf,) + self._inputs, v, keep_graph=False)
 
     def state_vjp(self, v_vec, out_vec) -> None:
-        views = self.views
-        grads = self._vjp(views.get(v_vec, "r"))
-        out = views.get(out_vec)
+        grads = self._vjp(v_vec)
+        out = self.views.get(out_vec, "rw", self.problem.shape)
         if grads[0] is None:
             out.zero_()
         else:
-            out.copy_(grads[0].reshape(-1))
-        self.params.pack(grads[1:], self._pgrad)
-        self._stash_ready = True
-        self._stash_v = (v_vec.handle, v_vec.stateGet())
+            out.copy_(grads[0])
+        self._stash = (v_vec.handle, v_vec.stateGet(), grads[1:])
 
     def param_vjp(self, v_vec, out_vec) -> None:
-        views = self.views
-        out = views.get(out_vec)
-        key = (v_vec.handle, v_vec.stateGet())
-        if not (self._stash_ready and key == self._stash_v):
-            grads = self._vjp(views.get(v_vec, "r"))
-            self.params.pack(grads[1:], self._pgrad)
-        out.copy_(self._pgrad[: out.numel()])
-        self._stash_ready = False
+        stash, self._stash = self._stash, None
+        if stash is not None and stash[0] == v_vec.handle and stash[1] == v_vec.stateGet():
+            grads = stash[2]
+        else:
+            grads = self._vjp(v_vec)[1:]
+        self.params.pack(grads, self.views.get(out_vec))
 
     def destroy(self) -> None:
         self.J.destroy()

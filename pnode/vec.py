@@ -120,13 +120,17 @@ class ViewCache:
     def __init__(self):
         self._views: dict[int, torch.Tensor] = {}
 
-    def get(self, vec, mode: str = "rw") -> torch.Tensor:
-        """The flat view of ``vec`` (``mode="r"`` for vectors locked for reading)."""
-        view = self._views.get(vec.handle)
+    def get(self, vec, mode: str = "rw", shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The view of ``vec``, flat or of ``shape`` (``mode="r"`` for vectors locked for
+        reading). Shaped views are cached too: reshaping is a torch op, and each torch op
+        between two of the adjoint's engine calls slows the next call down (~10 us for the
+        first op there, ~3 us for each further one, small model: the caches go cold)."""
+        key = vec.handle if shape is None else (vec.handle, shape)
+        view = self._views.get(key)
         if view is None:
-            view = as_tensor(vec, None, mode)
+            view = as_tensor(vec, shape, mode)
             if view.device.type == "cpu":
-                self._views[vec.handle] = view
+                self._views[key] = view
         return view
 
     def clear(self) -> None:
