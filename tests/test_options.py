@@ -1,4 +1,6 @@
 """Scoped options: per-object prefixes, no leaks, command line wins."""
+import gc
+
 import torch
 
 import pnode
@@ -100,3 +102,12 @@ def test_get_reads_command_line_before_dict_and_aliases():
         assert scoped.get("ts_time_step", "ts_dt") == "0.25" and scoped.get("ksp_type") == "cg"
     finally:
         db.delValue("getopt_ts_dt")
+
+
+def test_unnamed_objects_reuse_the_prefixes_of_collected_ones():
+    # PETSc keeps memory for every distinct prefix a TS reads its options under
+    gc.collect()
+    seen = {pnode.ScopedOptions().prefix for _ in range(200)}
+    assert len(seen) <= 2
+    alive = [pnode.ScopedOptions() for _ in range(3)]
+    assert len({s.prefix for s in alive}) == 3
