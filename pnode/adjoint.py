@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint
+from .errors import PnodeError
 from .integrator import Integrator
 from .revolve import BudgetedAdjoint
 
@@ -46,6 +47,10 @@ class AdjointFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         solve = ctx.solve
+        if solve is None:
+            raise PnodeError("a pnode solve can be differentiated once (its backward pass consumes "
+                             "the trajectory and checkpoints); retain_graph=True does not keep "
+                             "them: solve again for another backward pass")
         gy0, gparams = solve.backward(grad_out.contiguous())
         ctx.solve = None
         return (None, gy0, *gparams)
