@@ -104,6 +104,9 @@ class Integrator:
         self.t_out: np.ndarray | None = None
         self.out_steps: list[int] = []
         self.step_times: list[float] = []
+        # called as on_step(step, state, last) after each accepted forward step (and at
+        # step 0), ``state`` the flat solution: budgeted checkpoints are taken here
+        self.on_step = None
 
     def _configure(self) -> None:
         """setFromOptions with this object's options. A TSTrajectory reads its options
@@ -151,6 +154,8 @@ class Integrator:
             if k < len(self.t_out) and _close(t, self.t_out[k]):
                 self.out[k].view(-1).copy_(u)
                 self.out_steps.append(step)
+            if self.on_step is not None:
+                self.on_step(step, u, _close(t, self.t_out[-1]))
         except BaseException as exc:
             self._error = self._error or exc
             raise

@@ -221,7 +221,10 @@ class NeuralODE(torch.nn.Module):
     @property
     def stats(self) -> dict:
         """Counts of the last forward solve (steps, rejected, newton_iterations,
-        krylov_iterations) and the ``jacobian`` in use; empty before the first call."""
+        krylov_iterations) and the ``jacobian`` in use; empty before the first call. With a
+        checkpoint budget, after a backward pass also ``checkpoint_states`` (the most states
+        it held) and ``recomputed_steps`` (steps it took again: re-advances plus one
+        recording replay per step)."""
         if self._integ is None:
             return {}
         return self._integ.stats()

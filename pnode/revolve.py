@@ -1,19 +1,23 @@
-"""Budgeted checkpointing: at most K stored states, binomial (revolve-class) schedule.
+"""Budgeted checkpointing: at most K stored states, binomial (revolve-class) schedules.
 
 PETSc's own revolve/CAMS schedules need external packages that PETSc's pip and Debian
-builds lack, so pnode drives the schedule itself over PETSc solves:
+builds lack, so pnode drives the schedule itself over PETSc solves, in two phases:
 
-1. a forward sweep (the user's step-size control) records the accepted step times and
-   the outputs, and stores nothing but the initial state;
-2. the reverse sweep follows Griewank's binomial schedule over the recorded steps: it
-   re-advances from stored states with the *recorded* step sizes (no adaptivity, so
-   every recomputation replays the same steps) and reverses one step at a time with
-   a one-step TSSolve + TSAdjointSolve.
+1. the forward solve (the user's step-size control, fixed or adaptive: the number of
+   steps is not known in advance) places checkpoints *online* (:class:`OnlineSchedule`,
+   the dynamic algorithm of Wang, Moin and Iaccarino, SIAM J. Sci. Comput. 31, 2009) and
+   records the accepted step times;
+2. the reverse sweep goes back segment by segment between the stored states, each by
+   Griewank's offline binomial schedule with the slots freed so far: it re-advances from
+   stored states with the *recorded* step sizes (no adaptivity, so every recomputation
+   replays the same steps) and reverses one step at a time with a one-step TSSolve +
+   TSAdjointSolve.
 
-The number of steps is only known after step 1, which is what lets the same schedule
-serve fixed and adaptive steps; the price is one extra forward sweep. At any time at
-most ``budget`` states are stored (the initial state included), plus the stages of the
-one step being reversed.
+At any time at most ``budget`` states are stored (the initial state included), plus the
+stages of the one step being reversed. Counted re-advanced steps (forward solve
+included; `docs/benchmarks.md`): within 0-25% of the offline optimum, which would need
+the number of steps in advance, and up to 2x fewer than recording the step times first
+and then reversing from the initial state by that optimum.
 """
 from __future__ import annotations
 
@@ -28,26 +32,88 @@ from .checkpoint import Checkpoint
 from .integrator import Integrator
 
 
-def binomial_split(steps: int, free: int) -> int:
-    """Offset of the next checkpoint for reversing ``steps`` steps with ``free`` slots.
-
-    With ``r`` the least number of repetitions such that C(free + r, free) >= steps, the
-    left part gets C(free + r - 1, free) steps (reversible with ``free`` slots and r - 1
-    repetitions) and the right part at most C(free - 1 + r, free - 1) (one slot fewer).
-    """
+def binomial_cost(steps: int, slots: int) -> int:
+    """Fewest forward steps that reverse ``steps`` steps from a stored initial state with
+    ``slots`` stored states (the initial one included), not counting the recording step
+    each reversed step needs: ``r * steps - C(slots + r, slots + 1)`` with ``r`` the least
+    repetition number such that ``C(slots + r, slots) >= steps`` (Griewank and Walther,
+    ACM TOMS 26, 2000)."""
     r = 0
-    while comb(free + r, free) < steps:
+    while comb(slots + r, slots) < steps:
         r += 1
-    return max(1, min(comb(free + r - 1, free), steps - 1))
+    return r * steps - comb(slots + r, slots + 1)
+
+
+def binomial_split(steps: int, free: int) -> int:
+    """Offset of the next checkpoint for reversing ``steps`` steps with ``free`` slots
+    besides the stored initial state: the ``m`` that minimises ``m + cost(m, free + 1) +
+    cost(steps - m, free)`` (advance ``m`` steps, reverse the right part with one slot
+    fewer, then the left part). The cost is convex in ``m`` (piecewise linear with
+    increasing slopes), so a bisection on its differences finds the minimum."""
+    slots = free + 1
+
+    def total(m: int) -> int:
+        return m + binomial_cost(m, slots) + binomial_cost(steps - m, slots - 1)
+
+    lo, hi = 1, steps - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if total(mid + 1) >= total(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+class OnlineSchedule:
+    """Where to keep at most ``budget`` states while stepping forward, steps unknown ahead.
+
+    Every checkpoint has a level (the initial state an infinite one). A new step is stored
+    at level 0 while a slot is free; then in place of the latest *dispensable* checkpoint
+    (one with a higher-level checkpoint after it); with none, in place of the latest
+    checkpoint, one level above it. Levels grow like the repetition number of the binomial
+    schedule, which makes the placement as good as an offline one for the steps taken so
+    far (see the module docstring).
+    """
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.steps: list[int] = [0]
+        self.levels: list[float] = [float("inf")]
+
+    def place(self, step: int) -> int | None:
+        """Store ``step``? Returns the stored step it replaces (or -1 for a free slot),
+        None when it is not stored (a budget of one keeps the initial state only)."""
+        if len(self.steps) < self.budget:
+            self.steps.append(step)
+            self.levels.append(0)
+            return -1
+        if self.budget == 1:
+            return None
+        levels, top = self.levels, -1.0
+        for j in range(len(levels) - 1, 0, -1):
+            if levels[j] < top:
+                evicted = self.steps.pop(j)
+                del levels[j]
+                self.steps.append(step)
+                levels.append(0)
+                return evicted
+            top = max(top, levels[j])
+        evicted = self.steps[-1]
+        self.steps[-1] = step
+        levels[-1] += 1
+        return evicted
 
 
 class _Store:
-    """Checkpointed states, in memory or in files; counts the peak number held."""
+    """Checkpointed states, in memory or in files; counts the peak number held. In memory,
+    a dropped state's buffer is reused by the next one (no allocation per step)."""
 
     def __init__(self, disk: bool, directory: str | None):
         self.disk = disk
         self._dir = tempfile.TemporaryDirectory(prefix="pnode-ckpt-", dir=directory) if disk else None
         self.states: dict[int, torch.Tensor | str] = {}
+        self._spare: list[torch.Tensor] = []
         self.peak = 0
 
     def put(self, step: int, x: torch.Tensor) -> None:
@@ -55,6 +121,8 @@ class _Store:
             path = os.path.join(self._dir.name, f"{step}.npy")
             np.save(path, x.detach().cpu().numpy())
             self.states[step] = path
+        elif self._spare:
+            self.states[step] = self._spare.pop().copy_(x)
         else:
             self.states[step] = x.detach().clone()
         self.peak = max(self.peak, len(self.states))
@@ -69,15 +137,19 @@ class _Store:
         val = self.states.pop(step)
         if isinstance(val, str):
             os.remove(val)
+        else:
+            self._spare.append(val)
 
     def close(self) -> None:
         self.states.clear()
+        self._spare.clear()
         if self._dir is not None:
             self._dir.cleanup()
 
 
 class BudgetedAdjoint:
-    """Forward sweep and binomial reverse sweep for ``Checkpoint(budget=K)``."""
+    """Online checkpoints in the forward solve, binomial reverse sweep, for
+    ``Checkpoint(budget=K)``."""
 
     def __init__(self, sweep: Integrator, checkpoint: Checkpoint):
         self.sweep = sweep
@@ -86,16 +158,36 @@ class BudgetedAdjoint:
         self.leaf = sweep.sibling(adjoint=True, replay=True, solution_only=False)
         self.forward_steps = 0
         self.peak_states = 0
+        self._store: _Store | None = None
 
     @property
     def pbuf(self):
         return self.leaf.pbuf
 
     def forward(self, y0: torch.Tensor, t_out: np.ndarray, out: torch.Tensor) -> None:
-        self.sweep.forward(y0, t_out, out)
+        self.y0 = y0.detach().reshape(-1).clone()
+        store = self._store = _Store(self.checkpoint.disk, self.checkpoint.directory)
+        store.put(0, self.y0)
+        schedule = OnlineSchedule(self.checkpoint.budget)
+
+        def keep(step: int, x: torch.Tensor, last: bool) -> None:
+            evicted = None if step == 0 or last else schedule.place(step)
+            if evicted is None:
+                return
+            if evicted >= 0:
+                store.drop(evicted)
+            store.put(step, x)
+
+        self.sweep.on_step = keep
+        try:
+            self.sweep.forward(y0, t_out, out)
+        except BaseException:
+            store.close()
+            raise
+        finally:
+            self.sweep.on_step = None
         self.times = np.asarray(self.sweep.step_times, dtype=np.float64)
         self.out_steps = list(self.sweep.out_steps)
-        self.y0 = y0.detach().reshape(-1).clone()
 
     def adjoint(self, grads_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         leaf = self.leaf
@@ -105,14 +197,17 @@ class BudgetedAdjoint:
         leaf.lam.copy_(g[-1])
         leaf.mu.zero_()
         leaf.set_cost_gradients()
-        store = _Store(self.checkpoint.disk, self.checkpoint.directory)
+        store, self._store = self._store, None
         self.forward_steps = 0
         try:
-            store.put(0, self.y0)
-            self._reverse(store, 0, len(self.times) - 1, self.checkpoint.budget - 1)
+            marks = sorted(store.states) + [len(self.times) - 1]
+            for j in range(len(marks) - 2, -1, -1):
+                self._reverse(store, marks[j], marks[j + 1], self.checkpoint.budget - len(store.states))
+                store.drop(marks[j])
             self.peak_states = store.peak
         finally:
             store.close()
+        self.sweep.last_stats.update(checkpoint_states=self.peak_states, recomputed_steps=self.forward_steps)
         leaf.reduce_param_gradients()
         return leaf.lam, leaf.mu
 
