@@ -98,8 +98,7 @@ class Integrator:
         self._configure()
         self._trajectory_dirty = False
         self._option_step = _step_option(options)
-        self.adaptive = not replay and P.Options().getString(
-            options.prefix + "ts_adapt_type", defaults["ts_adapt_type"]) != "none"
+        self.adaptive = not replay and self._options.get("ts_adapt_type") != "none"
         self.out: torch.Tensor | None = None
         self.t_out: np.ndarray | None = None
         self.out_steps: list[int] = []

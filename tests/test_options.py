@@ -104,6 +104,14 @@ def test_get_reads_command_line_before_dict_and_aliases():
         db.delValue("getopt_ts_dt")
 
 
+def test_adaptivity_switched_off_in_the_dict_steps_between_outputs():
+    # the initial step is a guess (1% of the span) only while TSAdapt may grow it
+    t = torch.linspace(0, 1, 5, dtype=torch.float64)
+    ode = pnode.NeuralODE(lambda t, y: -y, method="dopri5", options={"ts_adapt_type": "none"})
+    ode(torch.ones(2, dtype=torch.float64), t)
+    assert ode.stats["steps"] == 4
+
+
 def test_unnamed_objects_reuse_the_prefixes_of_collected_ones():
     # PETSc keeps memory for every distinct prefix a TS reads its options under
     gc.collect()
