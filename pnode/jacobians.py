@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .tape import StageTape, engine_vjp
+from .tape import StageTape, graph_vjp
 from .vec import PETSc, ViewCache
 
 
@@ -94,16 +94,14 @@ class AdjointShells:
     def _vjp(self, v_vec):
         prob = self.problem
         x = self.views.get(self._u, "r", prob.shape)
-        graph = self.tape.take(self._t, x) if self.tape is not None else None
-        if graph is None:
+        v = self.views.get(v_vec, "r", prob.shape)
+        grads = self.tape.vjp(self._t, x, self._inputs, v) if self.tape is not None else None
+        if grads is None:
             with torch.enable_grad():
                 leaf = x.detach().requires_grad_(True)
-                graph = (leaf, prob.rhs(self._t, leaf))
-        leaf, f = graph
-        if not f.requires_grad:  # f depends neither on the state nor on the parameters
-            return (None,) * (1 + len(self._inputs))
-        v = self.views.get(v_vec, "r", prob.shape)
-        return engine_vjp(f, (leaf,) + self._inputs, v, keep_graph=False)
+                f = prob.rhs(self._t, leaf)
+            grads = graph_vjp(f, (leaf,) + self._inputs, v, keep_graph=False)
+        return grads
 
     def state_vjp(self, v_vec, out_vec) -> None:
         grads = self._vjp(v_vec)

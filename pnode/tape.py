@@ -35,6 +35,19 @@ def engine_vjp(out: torch.Tensor, inputs: tuple[torch.Tensor, ...], v: torch.Ten
         (out,), (v,), keep_graph, False, inputs, True, False)
 
 
+def graph_vjp(out: torch.Tensor, inputs: tuple[torch.Tensor, ...], v: torch.Tensor,
+              keep_graph: bool) -> tuple[torch.Tensor | None, ...]:
+    """:func:`engine_vjp`, also for an ``out`` that depends on none of the inputs."""
+    if not out.requires_grad:
+        return (None,) * len(inputs)
+    return engine_vjp(out, inputs, v, keep_graph)
+
+
+def _tolerance(t: float) -> float:
+    """How far a recorded stage time may be from ``t`` and still match."""
+    return 1e-12 * max(1.0, abs(t))
+
+
 class StageTape:
     """Recorded ``(t, x, f(t, x))`` graphs of one integrator; ``recording`` switches it on.
 
@@ -76,11 +89,34 @@ class StageTape:
         self.entries.append((t, leaf, out))
         return out.detach()
 
+    def vjp(self, t: float, x: torch.Tensor, inputs: tuple[torch.Tensor, ...],
+            v: torch.Tensor) -> tuple[torch.Tensor | None, ...] | None:
+        """``v^T d f / d (x, inputs)`` through the graph recorded at stage time ``t`` and
+        state ``x`` (or None: no such graph); it and every entry recorded after it leave
+        the tape.
+
+        The latest entry at time ``t`` is tried first and compared with ``x`` after its
+        backward pass, which keeps its graph so that an entry that does not match stays
+        usable: there the comparison costs less than as the first torch op after PETSc's
+        work (small case, 160 stages: 26.3 -> 25.6 ms per gradient). On several ranks,
+        where a backward pass may be collective, or if the latest entry does not match,
+        :meth:`take` looks the graph up first.
+        """
+        entries = self.entries
+        if self._mpi is None and entries and abs(entries[-1][0] - t) <= _tolerance(t):
+            _, leaf, out = entries[-1]
+            grads = graph_vjp(out, (leaf,) + inputs, v, keep_graph=True)
+            if torch.equal(leaf, x):
+                entries.pop()
+                return grads
+        graph = self.take(t, x)
+        return None if graph is None else graph_vjp(graph[1], (graph[0],) + inputs, v, keep_graph=False)
+
     def take(self, t: float, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The graph recorded at stage time ``t`` and state ``x`` (or None); it and every
         entry recorded after it leave the tape."""
         entries = self.entries
-        tol = 1e-12 * max(1.0, abs(t))
+        tol = _tolerance(t)
         found = None
         for k in range(len(entries) - 1, max(len(entries) - _WINDOW, 0) - 1, -1):
             tk, leaf, _ = entries[k]
