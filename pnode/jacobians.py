@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .tape import StageTape, graph_vjp
+from .tape import StageTape, engine_vjp
 from .vec import PETSc, ViewCache
 
 
@@ -100,7 +100,7 @@ class AdjointShells:
             with torch.enable_grad():
                 leaf = x.detach().requires_grad_(True)
                 f = prob.rhs(self._t, leaf)
-            grads = graph_vjp(f, (leaf,) + self._inputs, v, keep_graph=False)
+            grads = engine_vjp(f, (leaf,) + self._inputs, v, keep_graph=False)
         return grads
 
     def state_vjp(self, v_vec, out_vec) -> None:
