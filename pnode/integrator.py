@@ -146,8 +146,8 @@ class Integrator:
             k = len(self.out_steps)
             self.step_times.append(t)
             u = self.u
-            # a finite sum means finite entries (one reduction: ~2 us against ~6 us for
-            # isfinite().all()); only a sum that overflows needs the entrywise check
+            # a finite sum means finite entries: one reduction instead of isfinite().all()
+            # (small case: forward 8.8 -> 8.0 ms); only a sum that overflows is checked entrywise
             if step > 0 and not abs(float(u.sum())) < np.inf and not bool(torch.isfinite(u).all()):
                 raise ConvergenceError("the state became non-finite (NaN or Inf)", time=self._user_t(t), step=step)
             if k < len(self.t_out) and _close(t, self.t_out[k]):
