@@ -114,9 +114,9 @@ def _perturbed(model: torch.nn.Module, perturb: tuple[int, float] | None) -> Non
 
 
 def dmda_case(dim: int, comm, perturb: tuple[int, float] | None = None, grad: bool = True,
-              checkpoint=None):
-    """Solve the ``dim``-D case on ``comm`` (with ``checkpoint``); returns (loss, dL/du0
-    gathered, [dL/dp])."""
+              checkpoint=None, adaptive: bool = False):
+    """Solve the ``dim``-D case on ``comm`` (with ``checkpoint``; rk4 with fixed steps, or
+    adaptive dopri5); returns (loss, dL/du0 gathered, [dL/dp])."""
     torch.manual_seed(1)
     sizes = grid(dim)
     model = Closure1D(1.0 / sizes[0]) if dim == 1 else Closure2D(1.0 / sizes[0])
@@ -126,7 +126,8 @@ def dmda_case(dim: int, comm, perturb: tuple[int, float] | None = None, grad: bo
     try:
         y0 = prob.scatter(initial_field(sizes)).requires_grad_(grad)
         if grad:
-            out = pnode.odeint_adjoint(prob, y0, T, method="rk4", step_size=STEP, checkpoint=checkpoint)
+            steps = dict(method="dopri5", rtol=1e-10, atol=1e-12) if adaptive else dict(method="rk4", step_size=STEP)
+            out = pnode.odeint_adjoint(prob, y0, T, checkpoint=checkpoint, **steps)
         else:
             out = pnode.odeint(prob, y0, T, method="rk4", step_size=STEP)
         return _loss_and_grads(prob, y0, out, model.parameters(), comm, grad)
