@@ -25,16 +25,6 @@ def test_data_parallel_loss_and_gradients_equal_one_rank():
     assert max(rel(g, r) for g, r in zip(grads, ref_grads)) < 1e-12
 
 
-def test_dmda_budget_with_adaptive_steps_equals_one_rank_store_all():
-    # every rank places the same checkpoints (8 adaptive steps, 3 states): the accepted
-    # steps come from global error norms
-    loss, gu0, gp = dmda_case(1, WORLD, checkpoint=pnode.Checkpoint(budget=3), adaptive=True)
-    ref_loss, ref_gu0, ref_gp = dmda_case(1, MPI.COMM_SELF, checkpoint="all", adaptive=True)
-    assert np_rel(loss, ref_loss) < 1e-12
-    assert rel(gu0, ref_gu0) < 1e-10
-    assert max(rel(g, r) for g, r in zip(gp, ref_gp)) < 1e-10
-
-
 @pytest.mark.parametrize("dim", [1, 2])  # 1-D periodic, 2-D ghosted (zero outside)
 def test_dmda_gradients_equal_one_rank(dim):
     loss, gu0, gp = dmda_case(dim, WORLD)
@@ -74,20 +64,13 @@ def test_distributed_implicit_diffusivity_gradient_matches_central_differences()
     assert abs(fd - float(gp[-1])) < 1e-7 * max(1.0, abs(fd))
 
 
-@pytest.mark.parametrize("checkpoint", ["solution", pnode.Checkpoint(budget=3)])
-def test_dmda_checkpoint_policies_equal_one_rank_store_all(checkpoint):
-    loss, gu0, gp = dmda_case(1, WORLD, checkpoint=checkpoint)
-    ref_loss, ref_gu0, ref_gp = dmda_case(1, MPI.COMM_SELF, checkpoint="all")
-    assert np_rel(loss, ref_loss) < 1e-12
-    assert rel(gu0, ref_gu0) < 1e-10
-    assert max(rel(g, r) for g, r in zip(gp, ref_gp)) < 1e-10
-
-
-def test_dmda_budget_with_adaptive_steps_equals_one_rank_store_all():
-    # every rank places the same checkpoints (8 adaptive steps, 3 states): the accepted
-    # steps come from global error norms
-    loss, gu0, gp = dmda_case(1, WORLD, checkpoint=pnode.Checkpoint(budget=3), adaptive=True)
-    ref_loss, ref_gu0, ref_gp = dmda_case(1, MPI.COMM_SELF, checkpoint="all", adaptive=True)
+# adaptive: every rank places the same budget checkpoints (8 dopri5 steps, 3 states), as
+# the accepted steps come from global error norms
+@pytest.mark.parametrize("checkpoint,adaptive", [("solution", False), (pnode.Checkpoint(budget=3), False),
+                                                 (pnode.Checkpoint(budget=3), True)])
+def test_dmda_checkpoint_policies_equal_one_rank_store_all(checkpoint, adaptive):
+    loss, gu0, gp = dmda_case(1, WORLD, checkpoint=checkpoint, adaptive=adaptive)
+    ref_loss, ref_gu0, ref_gp = dmda_case(1, MPI.COMM_SELF, checkpoint="all", adaptive=adaptive)
     assert np_rel(loss, ref_loss) < 1e-12
     assert rel(gu0, ref_gu0) < 1e-10
     assert max(rel(g, r) for g, r in zip(gp, ref_gp)) < 1e-10
