@@ -96,6 +96,16 @@ def test_online_schedule_keeps_at_most_budget_states():
         assert budget == 1 or kept[-1] == 499
 
 
+def test_failed_budget_solve_raises_and_removes_its_files(tmp_path):
+    # y' = y^2 from 1 blows up at t = 1: the forward solve fails after storing checkpoints
+    y0 = torch.ones(1, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(pnode.ConvergenceError, match="non-finite"):
+        pnode.odeint_adjoint(lambda t, y: y ** 2, y0, torch.tensor([0.0, 2.0], dtype=torch.float64),
+                             method="rk4", step_size=0.01,
+                             checkpoint=pnode.Checkpoint(budget=3, disk=True, directory=str(tmp_path)))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_budgets_rejected():
     for bad in (0, -3, 2.5, True):
         with pytest.raises(pnode.ConfigurationError, match="budget"):
