@@ -72,8 +72,9 @@ class OnlineSchedule:
     at level 0 while a slot is free; then in place of the latest *dispensable* checkpoint
     (one with a higher-level checkpoint after it); with none, in place of the latest
     checkpoint, one level above it. Levels grow like the repetition number of the binomial
-    schedule, which makes the placement as good as an offline one for the steps taken so
-    far (see the module docstring).
+    schedule, so the states spread over the steps taken so far much as an offline schedule
+    would place them (measured: 0-24% more forward steps than the optimum, see the module
+    docstring).
     """
 
     def __init__(self, budget: int):
