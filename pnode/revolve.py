@@ -110,8 +110,8 @@ class _Store:
     """Checkpointed states, in memory or in files; counts the peak number held. In memory,
     a dropped state's buffer is reused by the next one (no allocation per step)."""
 
-    def __init__(self, disk: bool, directory: str | None):
-        self.disk = disk
+    def __init__(self, disk: bool, directory: str | None, device: torch.device):
+        self.disk, self.device = disk, device
         self._dir = tempfile.TemporaryDirectory(prefix="pnode-ckpt-", dir=directory) if disk else None
         self.states: dict[int, torch.Tensor | str] = {}
         self._spare: list[torch.Tensor] = []
@@ -128,10 +128,10 @@ class _Store:
             self.states[step] = x.detach().clone()
         self.peak = max(self.peak, len(self.states))
 
-    def get(self, step: int, like: torch.Tensor) -> torch.Tensor:
+    def get(self, step: int) -> torch.Tensor:
         val = self.states[step]
         if isinstance(val, str):
-            return torch.from_numpy(np.load(val)).to(device=like.device)
+            return torch.from_numpy(np.load(val)).to(device=self.device)
         return val
 
     def drop(self, step: int) -> None:
@@ -166,9 +166,8 @@ class BudgetedAdjoint:
         return self.leaf.pbuf
 
     def forward(self, y0: torch.Tensor, t_out: np.ndarray, out: torch.Tensor) -> None:
-        self.y0 = y0.detach().reshape(-1).clone()
-        store = self._store = _Store(self.checkpoint.disk, self.checkpoint.directory)
-        store.put(0, self.y0)
+        store = self._store = _Store(self.checkpoint.disk, self.checkpoint.directory, y0.device)
+        store.put(0, y0.reshape(-1))
         schedule = OnlineSchedule(self.checkpoint.budget)
 
         def keep(step: int, x: torch.Tensor, last: bool) -> None:
@@ -222,12 +221,12 @@ class BudgetedAdjoint:
         """Reverse steps a..b-1 (adjoint at b on entry, at a on exit); state a is stored."""
         while b - a > 1 and free > 0:
             m = a + binomial_split(b - a, free)
-            store.put(m, self._advance(store.get(a, self.y0), a, m))
+            store.put(m, self._advance(store.get(a), a, m))
             self._reverse(store, m, b, free - 1)
             store.drop(m)
             b = m
         for i in range(b - 1, a - 1, -1):
-            x = self._advance(store.get(a, self.y0), a, i)
+            x = self._advance(store.get(a), a, i)
             self._reverse_step(x, i)
 
     def _reverse_step(self, x: torch.Tensor, i: int) -> None:
