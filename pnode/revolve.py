@@ -14,10 +14,10 @@ builds lack, so pnode drives the schedule itself over PETSc solves, in two phase
    TSAdjointSolve.
 
 At any time at most ``budget`` states are stored (the initial state included), plus the
-stages of the one step being reversed. Counted re-advanced steps (forward solve
-included; `docs/benchmarks.md`): within 0-25% of the offline optimum, which would need
-the number of steps in advance, and up to 2x fewer than recording the step times first
-and then reversing from the initial state by that optimum.
+stages of the one step being reversed. Counted forward steps (forward solve included;
+`benchmarks/bench_schedule.py`, `docs/benchmarks.md`): 0-24% more than the offline
+optimum, which would need the number of steps in advance, and up to 37% fewer than
+recording the step times first and then reversing from the initial state by that optimum.
 """
 from __future__ import annotations
 
