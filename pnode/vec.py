@@ -11,18 +11,20 @@ import sys
 import numpy as np
 import torch
 
+from .blas import blas_threads, limit_threads
 from .errors import BuildMismatchError, ConfigurationError
 
 _TORCH_OF_NUMPY = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
 
 
+_started = False  # whether init() has run (PETSc started, its BLAS threads set)
+
+
 def PETSc():
     """The petsc4py.PETSc module, initialised on first use (see :func:`init`)."""
-    mod = sys.modules.get("petsc4py.PETSc")
-    if mod is None:
+    if not _started:
         init()
-        mod = sys.modules["petsc4py.PETSc"]
-    return mod
+    return sys.modules["petsc4py.PETSc"]
 
 
 def init(argv: list[str] | None = None) -> None:
@@ -30,14 +32,21 @@ def init(argv: list[str] | None = None) -> None:
     its options database.
 
     Call it before any other pnode function for ``-prefix_ts_type ...`` flags to apply.
-    Later calls (or a PETSc already initialised by the user) change nothing.
+    Later calls (or a PETSc already initialised by the user) change nothing, except that
+    the first call sets the threads of PETSc's BLAS (one per process by default, see
+    :mod:`pnode.blas`).
     """
-    if "petsc4py.PETSc" in sys.modules:
+    global _started
+    if _started:
         return
-    import petsc4py
+    if "petsc4py.PETSc" not in sys.modules:
+        import petsc4py
 
-    petsc4py.init(["pnode"] + [str(a) for a in (argv or [])[1:]])
-    from petsc4py import PETSc as _  # noqa: F401
+        petsc4py.init(["pnode"] + [str(a) for a in (argv or [])[1:]])
+    from petsc4py import PETSc as P
+
+    limit_threads(P.Options())
+    _started = True
 
 
 def petsc_dtype() -> torch.dtype:
@@ -174,7 +183,7 @@ def check_build(verbose: bool = True) -> dict:
     v.destroy()
     info = {"petsc": ".".join(map(str, P.Sys.getVersion())), "scalar": str(petsc_dtype()),
             "cuda": petsc_has_cuda(), "mpi_size": MPI.COMM_WORLD.Get_size(),
-            "torch": torch.__version__, "zero_copy": zero_copy}
+            "torch": torch.__version__, "blas_threads": blas_threads(), "zero_copy": zero_copy}
     if not zero_copy:
         raise BuildMismatchError("a Vec created from a tensor does not share its memory")
     if verbose and MPI.COMM_WORLD.Get_rank() == 0:
