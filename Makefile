@@ -40,7 +40,7 @@ test: setup
 
 bench: setup
 	$(PIP) install -q -e '.[bench]'
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py --mpiexec $(MPIEXEC)
 
 clean-venv:
 	rm -rf $(VENV)
