@@ -2,9 +2,9 @@
 
     python benchmarks/run_all.py [--out out/bench] [--mpiexec mpiexec]
 
-About 20 minutes on 2 idle cores. Prints each benchmark's output and wall time; the exit
-status is non-zero if one fails (the others still run). Run on an idle machine: the
-benchmarks time themselves.
+About 13 minutes on 2 idle cores (`make bench`: 12.5 min measured). Prints each
+benchmark's output and wall time; the exit status is non-zero if one fails (the others
+still run). Run on an idle machine: the benchmarks time themselves.
 """
 from __future__ import annotations
 
