@@ -17,20 +17,8 @@ import statistics
 import time
 
 import torch
-import torchdiffeq
 
-import pnode
-from bench_torchdiffeq import CASES, STEP, Field, _register_classic_rk4
-
-
-def torchdiffeq_run(against: str, f, y0, t):
-    """A callable returning torchdiffeq's solution for the configuration ``against``."""
-    method = "rk4-classic" if against == "backprop-classic" else "rk4"
-    kw = dict(method=method, options={"step_size": STEP})
-    if against == "adjoint":
-        kw.update(adjoint_method=method, adjoint_options={"step_size": STEP})
-        return lambda: torchdiffeq.odeint_adjoint(f, y0, t, **kw)
-    return lambda: torchdiffeq.odeint(f, y0, t, **kw)
+from bench_torchdiffeq import CASES, problem, solver
 
 
 def main() -> None:
@@ -41,16 +29,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=None, help="default: 40 (small), 5 (large)")
     args = p.parse_args()
     rounds = args.rounds or (40 if args.case == "small" else 5)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    _register_classic_rk4()
-    c = CASES[args.case]
-    f = Field(c["n"], c["hidden"], c["cubic"])
-    y0 = (0.5 * torch.randn(c["batch"], c["n"], dtype=torch.float64)).requires_grad_(True)
-    params = (y0, *f.parameters())
-    t = torch.tensor([0.0, STEP * c["steps"]], dtype=torch.float64)
-    ode = pnode.NeuralODE(f, method="rk4", step_size=STEP, checkpoint=pnode.Checkpoint(args.checkpoint))
-    runs = {"pnode": lambda: ode(y0, t), "torchdiffeq": torchdiffeq_run(args.against, f, y0, t)}
+    f, y0, t, params = problem(args.case)
+    runs = {"pnode": solver(f"pnode-{args.checkpoint}", f, y0, t),
+            "torchdiffeq": solver(f"torchdiffeq-{args.against}", f, y0, t)}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(1 + rounds):
         for name, run in runs.items():

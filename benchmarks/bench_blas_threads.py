@@ -28,20 +28,14 @@ import torch
 def worker(threads: int, gradients: int) -> None:
     """One process: seconds and kernel seconds of each backward pass, as JSON."""
     import pnode
-    from bench_torchdiffeq import CASES, STEP, Field
+    from bench_torchdiffeq import problem, solver
 
     pnode.init(["worker", "-blas_num_threads", str(threads)])
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    c = CASES["large"]
-    f = Field(c["n"], c["hidden"], c["cubic"])
-    y0 = (0.5 * torch.randn(c["batch"], c["n"], dtype=torch.float64)).requires_grad_(True)
-    params = (y0, *f.parameters())
-    t = torch.tensor([0.0, STEP * c["steps"]], dtype=torch.float64)
-    ode = pnode.NeuralODE(f, method="rk4", step_size=STEP)
+    f, y0, t, params = problem("large")
+    run = solver("pnode-all", f, y0, t)
     seconds, kernel = [], []
     for i in range(1 + gradients):
-        loss = ode(y0, t)[-1].pow(2).sum()
+        loss = run()[-1].pow(2).sum()
         sys0, tic = resource.getrusage(resource.RUSAGE_SELF).ru_stime, time.perf_counter()
         torch.autograd.grad(loss, params)
         if i >= 1:

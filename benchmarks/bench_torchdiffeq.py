@@ -93,18 +93,21 @@ def _peak_mib() -> float:
     return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_one(case: str, config: str, repeats: int, warmup: int = 1, steps: int | None = None,
-            batch: int | None = None, budget: int = TABLE_BUDGET) -> dict:
-    """Time one configuration in this process: median seconds per gradient (after
-    ``warmup`` solves), peak RSS during the solves and RSS before them (MiB), and the
-    gradient (y0 and parameters, flat)."""
+def problem(case: str, steps: int | None = None, batch: int | None = None):
+    """``(f, y0, t, params)`` of ``case`` (``steps`` and ``batch`` override its own), on one
+    torch thread and seed 0; ``params``: ``y0`` and ``f``'s parameters."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     c = {**CASES[case], **({"steps": steps} if steps else {}), **({"batch": batch} if batch else {})}
     f = Field(c["n"], c["hidden"], c["cubic"])
     y0 = (0.5 * torch.randn(c["batch"], c["n"], dtype=torch.float64)).requires_grad_(True)
     t = torch.tensor([0.0, STEP * c["steps"]], dtype=torch.float64)
-    params = [y0, *f.parameters()]
+    return f, y0, t, [y0, *f.parameters()]
+
+
+def solver(config: str, f, y0: torch.Tensor, t: torch.Tensor, budget: int = TABLE_BUDGET):
+    """A callable returning the solution at ``t`` for ``config`` (one of :data:`CONFIGS`),
+    rk4 at the fixed step :data:`STEP`."""
     if config.startswith("torchdiffeq"):
         import torchdiffeq
 
@@ -113,17 +116,27 @@ def run_one(case: str, config: str, repeats: int, warmup: int = 1, steps: int | 
         kw = dict(method=method, options={"step_size": STEP})
         if config.endswith("adjoint"):
             kw.update(adjoint_method=method, adjoint_options={"step_size": STEP})
-            run = lambda: torchdiffeq.odeint_adjoint(f, y0, t, **kw)
-        else:
-            run = lambda: torchdiffeq.odeint(f, y0, t, **kw)
-    else:
+            return lambda: torchdiffeq.odeint_adjoint(f, y0, t, **kw)
+        return lambda: torchdiffeq.odeint(f, y0, t, **kw)
+    import pnode
+
+    mode = config.split("-", 1)[1]
+    ck = pnode.Checkpoint(budget=budget) if mode == "budget" else pnode.Checkpoint(mode)
+    ode = pnode.NeuralODE(f, method="rk4", step_size=STEP, checkpoint=ck)
+    return lambda: ode(y0, t)
+
+
+def run_one(case: str, config: str, repeats: int, warmup: int = 1, steps: int | None = None,
+            batch: int | None = None, budget: int = TABLE_BUDGET) -> dict:
+    """Time one configuration in this process: median seconds per gradient (after
+    ``warmup`` solves), peak RSS during the solves and RSS before them (MiB), and the
+    gradient (y0 and parameters, flat)."""
+    f, y0, t, params = problem(case, steps, batch)
+    if config.startswith("pnode"):
         import pnode
 
         pnode.check_build(verbose=False)  # PETSc's initialisation is setup, not solve memory
-        mode = config.split("-", 1)[1]
-        ck = pnode.Checkpoint(budget=budget) if mode == "budget" else pnode.Checkpoint(mode)
-        ode = pnode.NeuralODE(f, method="rk4", step_size=STEP, checkpoint=ck)
-        run = lambda: ode(y0, t)
+    run = solver(config, f, y0, t, budget)
     base = _status_mib("VmRSS") or _peak_mib()
     _reset_peak()
     times = []
