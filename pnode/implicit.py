@@ -120,9 +120,7 @@ class ImplicitProblem:
         worst = float((W.T @ r).abs().max()) if W is not None else 0.0
         scale = float(r.abs().max()) if r.numel() else 0.0
         count = W.shape[1] if W is not None else 0
-        if mpi is not None:
-            from mpi4py import MPI
-
+        if mpi is not None:  # MPI imported above
             worst, scale = mpi.allreduce(worst, op=MPI.MAX), mpi.allreduce(scale, op=MPI.MAX)
             count = mpi.allreduce(count, op=MPI.SUM)
         if not worst <= tol * max(1.0, scale):
