@@ -1,13 +1,17 @@
 """pnode: neural ODEs on PETSc time integrators with exact discrete-adjoint gradients."""
 from .checkpoint import Checkpoint
-from .errors import BuildMismatchError, ConfigurationError, ConvergenceError, PnodeError
+from .errors import BuildMismatchError, ConfigurationError, ConvergenceError, PnodeError, PnodeWarning
+from .matop import MatOperator, TensorProducts, linear_apply, shell_mat
 from .odeint import NeuralODE, odeint, odeint_adjoint
 from .options import ScopedOptions
-from .vec import as_tensor, as_vec, check_build, init
+from .params import ParamBuffer, ParamVec
+from .startup import check_build, init
+from .vec import as_tensor, as_vec
 
 __all__ = [
     "Checkpoint", "BuildMismatchError", "ConfigurationError", "ConvergenceError", "PnodeError",
-    "NeuralODE", "odeint", "odeint_adjoint", "ScopedOptions", "as_tensor", "as_vec",
+    "PnodeWarning", "MatOperator", "TensorProducts", "linear_apply", "shell_mat", "NeuralODE",
+    "odeint", "odeint_adjoint", "ScopedOptions", "ParamBuffer", "ParamVec", "as_tensor", "as_vec",
     "check_build", "init",
 ]
 __version__ = "0.1.0"

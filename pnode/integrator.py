@@ -1,42 +1,80 @@
-"""One PETSc TS for a problem + method + checkpoint policy: forward solves and adjoints."""
+"""One PETSc TS for a problem and a method: forward solves landing on output times, exact
+replays of recorded steps, and the pieces an adjoint sweep needs.
+
+An :class:`Integrator` is told *what to record* for an adjoint by a checkpoint policy
+(:mod:`pnode.checkpoint`) and nothing else about it: ``trajectory`` is ``None`` (nothing:
+forward solves and re-advances), ``"stages"`` (PETSc keeps each step's solution and
+stages) or ``"solution"`` (solutions only, stages recomputed by PETSc in the backward
+pass); ``record=`` and ``graph_bytes=`` on :meth:`Integrator.forward` choose the explicit stage graphs recorded
+in the forward solve (:mod:`pnode.tape`). ``replay=True`` steps exactly through given
+step times (no adaptivity). :class:`Setup` builds integrators of one problem.
+"""
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .distributed import abort_on_error
-from .errors import ConvergenceError, ts_reason
-from .implicit import ImplicitOperators, failure_detail
-from .jacobians import AdjointShells, ParamBuffer
+from .errors import ConfigurationError, ConvergenceError, failure_detail, ts_reason
+from .guard import CallbackGuard
+from .implicit import ImplicitOperators
 from .methods import Method
 from .options import ScopedOptions
+from .params import ParamBuffer
+from .problem import build_problem
+from .rhs_adjoint import AdjointShells
+from .startup import PETSc
 from .tape import StageTape
-from .vec import PETSc, ViewCache, as_petsc_comm, as_vec
+from .vec import FiniteWatch, ViewCache, as_vec
+
+TRAJECTORIES = (None, "stages", "solution")
+
+
+@dataclass
+class Setup:
+    """Everything that defines the integrators of one solve or one ``NeuralODE`` shape."""
+
+    func: Callable
+    implicit: Callable | None
+    mass: object
+    method: Method
+    shape: tuple
+    dtype: torch.dtype
+    device: torch.device
+    params: tuple
+    sign: float
+    rtol: float
+    atol: float
+    step_size: float | None
+    options: ScopedOptions
+    comm: object
+    jacobian: str
+
+    def problem(self):
+        """A fresh problem object (each integrator has its own time origin)."""
+        return build_problem(self.func, self.implicit, self.mass, self.method, self.shape,
+                             self.dtype, self.device, self.params, self.sign)
+
+    def integrator(self, trajectory: str | None = None, replay: bool = False) -> "Integrator":
+        return Integrator(self, trajectory, replay)
 
 
 class Integrator:
-    """Owns one TS (and its vectors) for a fixed problem shape; reusable across calls.
+    """Owns one TS (and its vectors) for a fixed problem shape; reusable across calls."""
 
-    ``adjoint=True`` adds the Jacobian shells and a trajectory so that
-    :meth:`adjoint` can run TSAdjointSolve after :meth:`forward`.
-    """
-
-    def __init__(self, problem, method: Method, *, rtol: float, atol: float,
-                 step_size: float | None, options: ScopedOptions, comm=None,
-                 adjoint: bool = False, solution_only: bool = False, replay: bool = False,
-                 jacobian: str = "matrix-free", graph_bytes: int | None = None):
-        self._args = dict(problem=problem, method=method, rtol=rtol, atol=atol, step_size=step_size,
-                          options=options, comm=comm, adjoint=adjoint, solution_only=solution_only,
-                          replay=replay, jacobian=jacobian, graph_bytes=graph_bytes)
-        self.siblings: dict = {}
-        self._replay_times: np.ndarray | None = None
-        self.problem, self.method = problem, method
-        self.rtol, self.atol, self.step_size = rtol, atol, step_size
-        self.comm = as_petsc_comm(comm)
-        self._error: BaseException | None = None
+    def __init__(self, setup: Setup, trajectory: str | None = None, replay: bool = False):
+        if trajectory not in TRAJECTORIES:
+            raise ValueError(f"trajectory must be one of {TRAJECTORIES}, got {trajectory!r}")
+        self.setup, self.trajectory, self.replaying = setup, trajectory, replay
+        self.problem = problem = setup.problem()
+        self.method = method = setup.method
+        self.comm = setup.comm
+        self.guard = guard = CallbackGuard(self.comm)
+        self.broken = False  # a solve failed: PETSc's state cannot be trusted, build anew
         P = PETSc()
         n, dev, dt = problem.numel, problem.device, problem.dtype
         self.u = torch.zeros(n, dtype=dt, device=dev)
@@ -48,64 +86,61 @@ class Integrator:
         ts.setType(method.ts_type)
         explicit = problem.explicit if method.implicit else problem
         if explicit is not None:
-            ts.setRHSFunction(self._rhs_cb, self.F)
+            ts.setRHSFunction(guard.wrap(self._rhs_cb), self.F)
         ts.setExactFinalTime(P.TS.ExactFinalTime.MATCHSTEP)
-        ts.setMaxSteps(_UNLIMITED_STEPS)
-        fixed = step_size is not None or not method.adaptive
+        fixed = setup.step_size is not None or not method.adaptive
         # fixed steps cannot shrink a step whose Newton solve failed; adaptive ones retry
         # with a smaller step, bounded by ts_max_reject consecutive rejections (PETSc's
         # failure count is cumulative over the solve, so a finite one ends long solves)
         ts.setMaxSNESFailures(1 if method.implicit and fixed else -1)
         ts.setErrorIfStepFails(False)
-        ts.setMonitor(self._monitor_cb)
-        if replay:
-            ts.setPreStep(self._prestep_cb)
+        ts.setMonitor(guard.wrap(self._monitor_cb))
+        ts.setPreStep(guard.wrap(self._prestep_cb))
         defaults = dict(method.options)
-        if step_size is None and method.adaptive:
+        if setup.step_size is None and method.adaptive:
             defaults["ts_adapt_type"] = "basic"
-            ts.setTolerances(rtol=rtol, atol=atol)
+            ts.setTolerances(rtol=setup.rtol, atol=setup.atol)
         else:
             defaults["ts_adapt_type"] = "none"
-        self.shells = self.implicit = None
-        self.pbuf = ParamBuffer(problem.params)
+        self.params = ParamBuffer(problem.params)
+        self.implicit = None
         if method.implicit:
-            self.implicit = ImplicitOperators(problem, self.comm, self.pbuf if adjoint else None,
-                                              on_error=self._keep_error, jacobian=jacobian)
+            self.implicit = ImplicitOperators(problem, self.comm, self.params, guard, setup.jacobian)
             defaults.update(self.implicit.solver_defaults)
-            self.implicit.attach(ts, self.F, adjoint)
-        # explicit methods keep each stage's graph for the adjoint (pnode.tape): all of them
-        # from the forward solve, or, with solution_only, those of the one step PETSc
-        # recomputes in the backward pass
+            self.implicit.attach(ts, self.F)
         self.views = ViewCache()
-        self.tape = StageTape(self.comm, graph_bytes) if adjoint and not method.implicit else None
+        self.tape = StageTape(self.comm) if trajectory is not None and not method.implicit else None
         self._in_forward = False
-        self._record_forward = not solution_only
-        if adjoint and explicit is not None:
-            self.shells = AdjointShells(explicit, self.comm, self.pbuf, self.tape, self.views)
-            ts.setRHSJacobian(self.shells.at, self.shells.J, self.shells.J)
-            ts.setRHSJacobianP(self.shells.at_p, self.shells.Jp)
+        self.shells = None
+        if trajectory is not None and explicit is not None:
+            self.shells = AdjointShells(explicit, self.comm, self.params, self.tape, self.views, guard)
+            ts.setRHSJacobian(guard.wrap(self.shells.at), self.shells.J, self.shells.J)
+            ts.setRHSJacobianP(guard.wrap(self.shells.at_p), self.shells.Jp)
         self._trajectory = {}
-        if adjoint:
+        if trajectory is not None:
             ts.setSaveTrajectory()
             self._trajectory = {"ts_trajectory_type": "memory",
-                                "ts_trajectory_solution_only": bool(solution_only)}
-            self.lam = torch.zeros(n, dtype=dt, device=dev)
-            self.L = as_vec(self.lam, self.comm)
-            self.mu = torch.zeros(self.pbuf.numel, dtype=dt, device=dev)
-            self.M = as_vec(self.mu, self.comm) if self.pbuf.numel else None
-        self._options = options.with_defaults(defaults)
+                                "ts_trajectory_solution_only": trajectory == "solution"}
+        self._options = setup.options.with_defaults(defaults)
         self._force = {"ts_adapt_type": "none"} if replay else None
         self._configure()
         self._trajectory_dirty = False
-        self._option_step = _step_option(options)
+        self._option_step = _step_option(setup.options)
+        self._max_steps = _max_steps_option(setup.options)
         self.adaptive = not replay and self._options.get("ts_adapt_type") != "none"
+        self._min_step_option = _positive(self._options, ("ts_adapt_dt_min",))
+        self._min_step = 0.0
+        self._finite = FiniteWatch()
+        self._collective = self.comm.getSize() > 1
         self.out: torch.Tensor | None = None
         self.t_out: np.ndarray | None = None
         self.out_steps: list[int] = []
         self.step_times: list[float] = []
-        # called as on_step(step, state, last) after each accepted forward step (and at
-        # step 0), ``state`` the flat solution: budgeted checkpoints are taken here
-        self.on_step = None
+        self._times: np.ndarray | None = None
+        self._on_step = None
+        self.last_stats: dict = {}
+        self._owned = [obj for obj in (ts, self.U, self.F, self.shells, self.implicit) if obj is not None]
+        self._finalizer = weakref.finalize(self, _destroy, self._owned)
 
     def _configure(self) -> None:
         """setFromOptions with this object's options. A TSTrajectory reads its options
@@ -123,97 +158,158 @@ class Integrator:
             self._configure()
         self._trajectory_dirty = bool(self._trajectory)
 
-    # ---- callbacks (errors are kept and re-raised with their own type) -------------
+    # ---- callbacks (guarded: an exception comes back from the solve as itself) ------
     def _rhs_cb(self, ts, t, X, F):
-        try:
-            prob = self.problem
-            x = self.views.get(X, "r", prob.shape)
-            tape = self.tape
-            f = tape.record(t, x, prob.rhs) if tape is not None and tape.recording else prob.rhs(t, x)
-            self.views.get(F, "rw", prob.shape).copy_(f)
-            F.stateIncrease()
-        except BaseException as exc:
-            self._error = self._error or exc
-            raise
+        prob = self.problem
+        x = self.views.get(X, "r", prob.shape)
+        tape = self.tape
+        f = tape.record(t, x, prob.rhs) if tape is not None and tape.recording else prob.rhs(t, x)
+        self.views.get(F, "rw", prob.shape).copy_(f)
+        F.stateIncrease()
 
-    def _keep_error(self, exc: BaseException) -> None:
-        self._error = self._error or exc
+    def _prestep_cb(self, ts):
+        """Replays: the recorded step. Fixed steps: PETSc clips a step to land on an output
+        time and then keeps the clipped size; after an output, go back to the user's step
+        (shortened as PETSc shortens the last ones: to the rest if under 1.01 steps, to
+        half of it if under two)."""
+        if self._times is not None:
+            k = ts.getStepNumber()
+            ts.setTimeStep(float(self._times[k + 1] - self._times[k]))
+            return
+        if self.adaptive or not self.out_steps or self.out_steps[-1] != ts.getStepNumber():
+            return
+        h, k = self._fixed_step, len(self.out_steps)
+        if ts.getTimeStep() >= h or k >= len(self.t_out):
+            return
+        gap = float(self.t_out[k] - ts.getTime())
+        ts.setTimeStep(gap if gap <= 1.01 * h else gap / 2 if gap < 2 * h else h)
 
     def _monitor_cb(self, ts, step, t, X):
         if not self._in_forward:  # PETSc also monitors the steps it recomputes for the adjoint
             return
+        k = len(self.out_steps)
+        times = self.step_times
+        if times and t <= times[-1]:  # PETSc monitors a failed solve's last state again
+            return
+        if step > 0 and not self._finite_now():
+            raise ConvergenceError("the state became non-finite (NaN or Inf)",
+                                   time=self._user_t(t), step=step, collective=self._collective)
+        on_output = k < len(self.t_out) and _close(t, self.t_out[k])
+        if step > 0 and self.adaptive and not on_output and t - times[-1] < self._min_step:
+            raise ConvergenceError(
+                f"the step size collapsed to {t - times[-1]:.3e} (below the minimum "
+                f"{self._min_step:.3e}, -ts_adapt_dt_min; 1e-14 of the span by default): the "
+                "solution probably blows up here; check the problem, loosen rtol/atol or use an "
+                "implicit method", time=self._user_t(t), step=step, collective=True)
+        times.append(t)
+        if on_output:
+            self.out[k].view(-1).copy_(self.u)
+            self.out_steps.append(step)
+            if not self._finite.settle():
+                raise ConvergenceError("the state became non-finite (NaN or Inf) before this output time",
+                                       time=self._user_t(t), step=step, collective=self._collective)
+        if self._on_step is not None:
+            self._on_step(step, self.u, _close(t, self.t_out[-1]))
+
+    def _finite_now(self) -> bool:
+        if self._collective:  # the verdict of every rank (VecSum is collective)
+            return abs(self.U.sum()) < np.inf
+        return self._finite.check(self.u)
+
+    def _user_t(self, s: float) -> float:
+        return self.problem.origin + self.problem.sign * s
+
+    def _where(self) -> dict:
+        return {"time": self._user_t(self.ts.getTime()), "step": self.ts.getStepNumber()}
+
+    def _run(self, solve: Callable[[], None]) -> None:
+        """Run a PETSc solve under the guard; any failure leaves this integrator broken."""
+        self.views.clear()
         try:
-            k = len(self.out_steps)
-            self.step_times.append(t)
-            u = self.u
-            # a finite sum means finite entries: one reduction instead of isfinite().all()
-            # (small case: forward 8.8 -> 8.0 ms); only a sum that overflows is checked entrywise
-            if step > 0 and not abs(float(u.sum())) < np.inf and not bool(torch.isfinite(u).all()):
-                raise ConvergenceError("the state became non-finite (NaN or Inf)", time=self._user_t(t), step=step)
-            if k < len(self.t_out) and _close(t, self.t_out[k]):
-                self.out[k].view(-1).copy_(u)
-                self.out_steps.append(step)
-            if self.on_step is not None:
-                self.on_step(step, u, _close(t, self.t_out[-1]))
-        except BaseException as exc:
-            self._error = self._error or exc
+            self.guard.run(solve, self._where)
+        except BaseException:
+            self.broken = True
             raise
+        reason = self.ts.getConvergedReason()
+        if reason < 0:
+            self.broken = True
+            words, hint = failure_detail(self.ts, reason)
+            raise ConvergenceError(f"the time integration failed; {hint}", reason=words,
+                                   collective=True, **self._where())
 
-    def _prestep_cb(self, ts):
-        k = ts.getStepNumber()
-        ts.setTimeStep(float(self._replay_times[k + 1] - self._replay_times[k]))
-
-    def _run_forward(self) -> None:
-        """TSSolve from the state in ``U`` into an empty trajectory; explicit methods record
-        their stage graphs unless the trajectory keeps solutions only."""
+    def _run_forward(self, record: bool, graph_bytes: int | None) -> None:
+        """TSSolve from the state in ``U`` into an empty trajectory; with ``record``,
+        explicit methods record their stage graphs (at most ``graph_bytes``; None: no cap)."""
         self._fresh_trajectory()
         tape = self.tape
         if tape is not None:
             tape.clear()
-            tape.recording = self._record_forward
+            tape.max_bytes = graph_bytes
+            tape.entry_bytes = None
+            tape.recording = record
         self._in_forward = True
         try:
-            self._solve(lambda: self.ts.solve(self.U))
+            self._run(lambda: self.ts.solve(self.U))
         finally:
             self._in_forward = False
             if tape is not None:
                 tape.recording = False
 
-    def _user_t(self, s: float) -> float:
-        return self.problem.sign * s
-
     # ---- forward -------------------------------------------------------------------
-    def forward(self, y0: torch.Tensor, t_out: np.ndarray, out: torch.Tensor) -> None:
-        """Solve from ``t_out[0]`` to ``t_out[-1]`` (PETSc time), writing ``out[k]`` and
-        recording the accepted step times in ``step_times``."""
+    def forward(self, y0: torch.Tensor, origin: float, t_out: np.ndarray, out: torch.Tensor, *,
+                record: bool = False, graph_bytes: int | None = None,
+                on_step: Callable | None = None) -> None:
+        """Solve from ``t_out[0]`` to ``t_out[-1]`` (PETSc time, measured from the user time
+        ``origin``), writing ``out[k]`` and recording the accepted step times in
+        ``step_times``. ``record``/``graph_bytes``: stage graphs for the adjoint (explicit
+        methods with a trajectory). ``on_step(step, state, last)`` is called after each
+        accepted step (and at step 0) with the flat state."""
+        if self.replaying:
+            raise RuntimeError("a replaying integrator only replays recorded steps")
         ts = self.ts
+        self.problem.origin = origin
         self.t_out, self.out, self.out_steps = t_out, out, []
-        self.step_times = []
+        self.step_times, self._times, self._on_step = [], None, on_step
+        self._fixed_step = self._initial_step(t_out)
+        span = float(t_out[-1] - t_out[0])
+        self._min_step = self._min_step_option if self._min_step_option is not None else 1e-14 * span
         self.u.copy_(y0.reshape(-1))
         self.U.stateIncrease()
         ts.setTime(float(t_out[0]))
         ts.setStepNumber(0)
         ts.setMaxTime(float(t_out[-1]))
-        ts.setMaxSteps(_UNLIMITED_STEPS)
+        ts.setMaxSteps(self._max_steps)
         ts.setEvaluationTimes(list(map(float, t_out)))
-        ts.setTimeStep(self._initial_step(t_out))
-        self._run_forward()
+        ts.setTimeStep(self._fixed_step)
+        try:
+            self._run_forward(record, graph_bytes)
+        finally:
+            # the output becomes the autograd node's result, which refers to the call that
+            # refers to this integrator: keeping it would make a cycle Python cannot free
+            self._on_step, self.out = None, None
         self.last_stats = {"steps": ts.getStepNumber(), "rejected": ts.getStepRejections(),
                            "newton_failures": ts.getSNESFailures(),
                            "newton_iterations": ts.getSNESIterations(),
                            "krylov_iterations": ts.getKSPIterations()}
         if len(self.out_steps) != len(t_out):
+            self.broken = True
+            limit = (f"; it stopped after ts_max_steps={self._max_steps} steps"
+                     if ts.getStepNumber() >= self._max_steps else "")
             raise ConvergenceError(
-                f"the solve reached {len(self.out_steps)} of {len(t_out)} output times",
+                f"the solve reached {len(self.out_steps)} of {len(t_out)} output times{limit}",
                 time=self._user_t(ts.getTime()), step=ts.getStepNumber(),
-                reason=ts_reason(ts.getConvergedReason()))
+                reason=ts_reason(ts.getConvergedReason()), collective=True)
 
-    def replay(self, x: torch.Tensor, times: np.ndarray) -> torch.Tensor:
+    def replay(self, x: torch.Tensor, origin: float, times: np.ndarray) -> torch.Tensor:
         """Step exactly through the recorded step ``times`` from state ``x`` (needs
-        ``replay=True``); returns the final state (a view of the owned buffer)."""
+        ``replay=True``), recording stage graphs if there is a trajectory; returns the final
+        state (a view of the owned buffer)."""
+        if not self.replaying:
+            raise RuntimeError("replay needs an integrator made with replay=True")
         ts = self.ts
-        self._replay_times = times
-        self.t_out, self.out_steps, self.step_times = times[[0, -1]], [], []
+        self.problem.origin = origin
+        self._times = times
+        self.t_out, self.out_steps, self.step_times, self._on_step = times[[0, -1]], [], [], None
         self.out = torch.empty((2, self.problem.numel), dtype=self.u.dtype, device=self.u.device)
         self.u.copy_(x.reshape(-1))
         self.U.stateIncrease()
@@ -223,84 +319,33 @@ class Integrator:
         ts.setMaxSteps(len(times) - 1)
         ts.setEvaluationTimes([float(times[0]), float(times[-1])])
         ts.setTimeStep(float(times[1] - times[0]))
-        self._run_forward()
+        self._run_forward(self.trajectory is not None, None)
         return self.u
 
     def stats(self) -> dict[str, int | str]:
         """Counts of the last forward solve (accepted and rejected steps, failed Newton
-        solves, Newton and Krylov iterations: 0 for explicit methods) and the implicit
-        Jacobian kind in use."""
-        return {**self.last_stats, "jacobian": self._args["jacobian"]}
-
-    def sibling(self, **changes) -> "Integrator":
-        """Another integrator of the same problem and settings (kept and freed with this one)."""
-        key = tuple(sorted(changes.items()))
-        if key not in self.siblings:
-            self.siblings[key] = Integrator(**{**self._args, **changes})
-        return self.siblings[key]
+        solves, Newton and Krylov iterations: 0 for explicit methods), the TS type and
+        sub-type that ran, the implicit Jacobian kind in use and, for explicit methods with a
+        trajectory, the stage graphs kept for the adjoint (``stage_graphs``, and
+        ``stage_graph_bytes`` each when a cap made pnode measure them)."""
+        stats = {**self.last_stats, "ts_type": self.ts.getType(), "method": self.method.name,
+                 "ts_subtype": _subtype(self.ts), "jacobian": self.setup.jacobian}
+        if self.tape is not None:
+            stats.update(stage_graphs=len(self.tape.entries), stage_graph_bytes=self.tape.entry_bytes)
+        return stats
 
     def _initial_step(self, t_out: np.ndarray) -> float:
         if self._option_step is not None:
             return self._option_step
-        if self.step_size is not None:
-            return float(self.step_size)
+        if self.setup.step_size is not None:
+            return float(self.setup.step_size)
         gaps = np.diff(t_out)
         span = float(t_out[-1] - t_out[0])
         if self.adaptive:
             return min(float(gaps.min()), 1e-2 * span) if span > 0 else 1.0
         return float(gaps.min())
 
-    def _solve(self, run) -> None:
-        self._error = None
-        self.views.clear()
-        try:
-            run()
-        except BaseException as exc:
-            if self.comm.getSize() > 1:
-                abort_on_error(self.comm, self._error or exc)
-            err, self._error = self._error, None
-            if err is not None and err is not exc:
-                raise err.with_traceback(err.__traceback__) from None
-            if isinstance(exc, PETSc().Error):
-                raise ConvergenceError(
-                    f"PETSc failed: {_petsc_error_words(exc)}; try tighter tolerances, a smaller "
-                    "step or an implicit method", time=self._user_t(self.ts.getTime()),
-                    step=self.ts.getStepNumber()) from exc
-            raise
-        reason = self.ts.getConvergedReason()
-        if reason < 0:
-            words, hint = ts_reason(reason), ("try tighter tolerances, a smaller step, an implicit "
-                                              "method or another preconditioner")
-            if self.implicit is not None:
-                words, hint = failure_detail(self.ts, reason)
-            raise ConvergenceError(f"the time integration failed; {hint}",
-                                   time=self._user_t(self.ts.getTime()),
-                                   step=self.ts.getStepNumber(), reason=words)
-
     # ---- adjoint -------------------------------------------------------------------
-    def set_cost_gradients(self) -> None:
-        """Hand ``lam`` (and ``mu``) to PETSc as the adjoint variables."""
-        self.L.stateIncrease()
-        if self.M is not None:
-            self.M.stateIncrease()
-            self.ts.setCostGradients([self.L], [self.M])
-        else:
-            self.ts.setCostGradients([self.L])
-
-    def adjoint(self, grads_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """TSAdjointSolve back through the last forward, adding ``grads_out[k]`` at each
-        output time. Returns (dL/dy0 flat, dL/dparams flat) as views of owned buffers."""
-        g = grads_out.reshape(len(self.out_steps), -1)
-        self.lam.copy_(g[-1])
-        self.mu.zero_()
-        self.set_cost_gradients()
-        for k in range(len(self.out_steps) - 1, 0, -1):
-            self.adjoint_steps(self.out_steps[k] - self.out_steps[k - 1])
-            self.lam.add_(g[k - 1])
-            self.L.stateIncrease()
-        self.reduce_param_gradients()
-        return self.lam, self.mu
-
     @contextmanager
     def _fresh_jacobians(self) -> Iterator[None]:
         """No Jacobian or preconditioner lagging during an implicit adjoint: PETSc's theta
@@ -324,10 +369,11 @@ class Integrator:
         tape = self.tape
         if tape is not None:
             tape.recording = True
+            tape.max_bytes = None
         with self._fresh_jacobians():
             try:
                 self.ts.adjointSetSteps(nsteps)
-                self._solve(self.ts.adjointSolve)
+                self._run(self.ts.adjointSolve)
             finally:
                 if tape is not None:
                     tape.recording = False
@@ -336,29 +382,22 @@ class Integrator:
             if tape is not None:
                 tape.clear()
 
-    def reduce_param_gradients(self) -> None:
-        """On several ranks each holds its own block of ``mu`` (its part of ``(df/dp)^T
-        lam``); sum the blocks so every rank has the whole gradient (one Allreduce)."""
-        if self.M is not None and self.comm.getSize() > 1:
-            from mpi4py import MPI
-
-            host = self.mu.cpu()
-            self.comm.tompi4py().Allreduce(MPI.IN_PLACE, host.numpy(), op=MPI.SUM)
-            self.mu.copy_(host)
+    def adopt(self, *objects) -> None:
+        """Destroy ``objects`` (PETSc objects, or anything with ``destroy()``) with this one."""
+        self._owned.extend(obj for obj in objects if obj is not None)
 
     def destroy(self) -> None:
         """Free the PETSc objects now (otherwise the garbage collector does)."""
-        for sib in self.siblings.values():
-            sib.destroy()
-        self.siblings = {}
-        if self.shells is not None:
-            self.shells.destroy()
-        if self.implicit is not None:
-            self.implicit.destroy()
-        self.ts.destroy()
-        self.U.destroy()
-        self.F.destroy()
+        self._finalizer()
 
+
+def _destroy(objects: list) -> None:
+    for obj in objects:
+        obj.destroy()
+
+
+_LAG_OPTIONS = ("snes_lag_jacobian", "snes_lag_preconditioner",
+                "snes_lag_jacobian_persists", "snes_lag_preconditioner_persists")
 
 # PETSc's "no limit" (PETSC_INT_MAX): the memory trajectory then sizes its stack from the
 # span and step (fixed steps) or starts small and grows (adaptive); a large finite value
@@ -366,23 +405,37 @@ class Integrator:
 _UNLIMITED_STEPS = int(np.iinfo(np.int32).max)
 
 
-_LAG_OPTIONS = ("snes_lag_jacobian", "snes_lag_preconditioner",
-                "snes_lag_jacobian_persists", "snes_lag_preconditioner_persists")
+def _positive(options: ScopedOptions, names: tuple[str, ...], kind=float):
+    value = options.get(*names)
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or not (number > 0 and np.isfinite(number)):
+        raise ConfigurationError(f"option {names[0]} must be a positive finite number, got {value!r}")
+    return number
 
 
 def _step_option(options: ScopedOptions) -> float | None:
     """``-<prefix>ts_time_step`` (or its old name ``ts_dt``) from the command line, else
     from the object's options dict: it sets the (initial) step as in PETSc, over ``step_size``."""
-    value = options.get("ts_time_step", "ts_dt")
-    return None if value is None else float(value)
+    return _positive(options, ("ts_time_step", "ts_dt"))
 
 
-def _petsc_error_words(exc) -> str:
-    if getattr(exc, "ierr", None) == 72:
-        return "a non-finite value (NaN or Inf) appeared"
-    lines = [ln.split("] ", 1)[-1] for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else str(exc)
+def _max_steps_option(options: ScopedOptions) -> int:
+    """The user's ``ts_max_steps`` (command line or dict), else no limit."""
+    value = _positive(options, ("ts_max_steps",), int)
+    return _UNLIMITED_STEPS if value is None else value
+
+
+def _subtype(ts) -> str | None:
+    getter = {"rk": "getRKType", "arkimex": "getARKIMEXType", "rosw": "getRosWType"}.get(ts.getType())
+    return getattr(ts, getter)() if getter else None
 
 
 def _close(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-10 * max(1.0, abs(a), abs(b))
+    """Whether a step ending at ``a`` landed on the output time ``b`` (PETSc clips the step
+    to ``b - t``, which lands within an ulp or two of ``b``)."""
+    return abs(a - b) <= 1e-12 * max(abs(a), abs(b))

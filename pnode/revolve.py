@@ -28,8 +28,7 @@ from math import comb
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint
-from .integrator import Integrator
+from .sweep import AdjointSweep
 
 
 def binomial_cost(steps: int, slots: int) -> int:
@@ -106,21 +105,34 @@ class OnlineSchedule:
         return evicted
 
 
-class _Store:
-    """Checkpointed states, in memory or in files; counts the peak number held. In memory,
-    a dropped state's buffer is reused by the next one (no allocation per step)."""
+class BudgetStore:
+    """At most ``budget`` checkpointed states, in memory or in files, placed online by an
+    :class:`OnlineSchedule` as a forward solve offers its accepted steps; counts the peak
+    number held. In memory, a dropped state's buffer is reused by the next one (no
+    allocation per step). On disk the states live in a private folder (``directory``: its
+    parent) that :meth:`close` removes."""
 
-    def __init__(self, disk: bool, directory: str | None, device: torch.device):
-        self.disk, self.device = disk, device
+    def __init__(self, budget: int, disk: bool, directory: str | None, device: torch.device):
+        self.budget, self.disk, self.device = budget, disk, device
+        self.schedule = OnlineSchedule(budget)
         self._dir = tempfile.TemporaryDirectory(prefix="pnode-ckpt-", dir=directory) if disk else None
         self.states: dict[int, torch.Tensor | str] = {}
         self._spare: list[torch.Tensor] = []
         self.peak = 0
 
+    def offer(self, step: int, x: torch.Tensor, last: bool) -> None:
+        """A forward solve's accepted step ``step`` with state ``x``: keep it or not."""
+        evicted = None if step == 0 or last else self.schedule.place(step)
+        if evicted is None:
+            return
+        if evicted >= 0:
+            self.drop(evicted)
+        self.put(step, x)
+
     def put(self, step: int, x: torch.Tensor) -> None:
         if self.disk:
-            path = os.path.join(self._dir.name, f"{step}.npy")
-            np.save(path, x.detach().cpu().numpy())
+            path = os.path.join(self._dir.name, f"{step}.pt")
+            torch.save(x.detach().cpu().clone(), path)
             self.states[step] = path
         elif self._spare:
             self.states[step] = self._spare.pop().copy_(x)
@@ -131,7 +143,7 @@ class _Store:
     def get(self, step: int) -> torch.Tensor:
         val = self.states[step]
         if isinstance(val, str):
-            return torch.from_numpy(np.load(val)).to(device=self.device)
+            return torch.load(val, weights_only=True).to(device=self.device)
         return val
 
     def drop(self, step: int) -> None:
@@ -146,83 +158,59 @@ class _Store:
         self._spare.clear()
         if self._dir is not None:
             self._dir.cleanup()
+            self._dir = None
 
 
-class BudgetedAdjoint:
-    """Online checkpoints in the forward solve, binomial reverse sweep, for
-    ``Checkpoint(budget=K)``."""
+def reverse_with_budget(pool, store: BudgetStore, origin: float, times: np.ndarray,
+                        out_steps: list[int], grads_out: torch.Tensor, budget: int):
+    """The backward pass of a budgeted forward solve: the segments between stored states
+    from the last one back, each by a binomial schedule with the slots freed so far.
+    Returns ((dL/dy0, dL/dparams), the most states held, the steps taken again)."""
+    replayer = pool.lease(None, replay=True)
+    leaf = pool.lease("stages", replay=True)
+    try:
+        reversal = _Reversal(replayer, leaf, store, origin, times, out_steps, grads_out)
+        grads = reversal.run(budget)
+    finally:
+        pool.give_back(replayer)
+        pool.give_back(leaf)
+    return grads, store.peak, reversal.forward_steps
 
-    def __init__(self, sweep: Integrator, checkpoint: Checkpoint):
-        self.sweep = sweep
-        self.checkpoint = checkpoint
-        self.replayer = sweep.sibling(adjoint=False, replay=True)
-        self.leaf = sweep.sibling(adjoint=True, replay=True, solution_only=False)
+
+class _Reversal:
+    """One budgeted backward pass over a replaying integrator and a recording one."""
+
+    def __init__(self, replayer, leaf, store: BudgetStore, origin: float, times: np.ndarray,
+                 out_steps: list[int], grads_out: torch.Tensor):
+        self.replayer, self.store, self.origin, self.times = replayer, store, origin, times
+        self.leaf = leaf
+        self.sweep = AdjointSweep.of(leaf)
+        self.g = grads_out.reshape(len(out_steps), -1)
+        self.jumps = {s: k for k, s in enumerate(out_steps)}
         self.forward_steps = 0
-        self.peak_states = 0
-        self._store: _Store | None = None
 
-    @property
-    def pbuf(self):
-        return self.leaf.pbuf
-
-    def forward(self, y0: torch.Tensor, t_out: np.ndarray, out: torch.Tensor) -> None:
-        store = self._store = _Store(self.checkpoint.disk, self.checkpoint.directory, y0.device)
-        store.put(0, y0.reshape(-1))
-        schedule = OnlineSchedule(self.checkpoint.budget)
-
-        def keep(step: int, x: torch.Tensor, last: bool) -> None:
-            evicted = None if step == 0 or last else schedule.place(step)
-            if evicted is None:
-                return
-            if evicted >= 0:
-                store.drop(evicted)
-            store.put(step, x)
-
-        self.sweep.on_step = keep
-        try:
-            self.sweep.forward(y0, t_out, out)
-        except BaseException:
-            store.close()
-            raise
-        finally:
-            self.sweep.on_step = None
-        self.times = np.asarray(self.sweep.step_times, dtype=np.float64)
-        self.out_steps = list(self.sweep.out_steps)
-
-    def adjoint(self, grads_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        leaf = self.leaf
-        g = grads_out.reshape(len(self.out_steps), -1)
-        self._jumps = {s: k for k, s in enumerate(self.out_steps)}
-        self._g = g
-        leaf.lam.copy_(g[-1])
-        leaf.mu.zero_()
-        leaf.set_cost_gradients()
-        store, self._store = self._store, None
-        self.forward_steps = 0
-        try:
-            marks = sorted(store.states) + [len(self.times) - 1]
-            for j in range(len(marks) - 2, -1, -1):
-                self._reverse(store, marks[j], marks[j + 1], self.checkpoint.budget - len(store.states))
-                store.drop(marks[j])
-            self.peak_states = store.peak
-        finally:
-            store.close()
-        self.sweep.last_stats.update(checkpoint_states=self.peak_states, recomputed_steps=self.forward_steps)
-        leaf.reduce_param_gradients()
-        return leaf.lam, leaf.mu
+    def run(self, budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+        store = self.store
+        self.sweep.start(self.g[-1])
+        marks = sorted(store.states) + [len(self.times) - 1]
+        for j in range(len(marks) - 2, -1, -1):
+            self._reverse(marks[j], marks[j + 1], budget - len(store.states))
+            store.drop(marks[j])
+        return self.sweep.finish()
 
     def _advance(self, x: torch.Tensor, a: int, b: int) -> torch.Tensor:
         if a == b:
             return x
         self.forward_steps += b - a
-        return self.replayer.replay(x, self.times[a:b + 1])
+        return self.replayer.replay(x, self.origin, self.times[a:b + 1])
 
-    def _reverse(self, store: _Store, a: int, b: int, free: int) -> None:
+    def _reverse(self, a: int, b: int, free: int) -> None:
         """Reverse steps a..b-1 (adjoint at b on entry, at a on exit); state a is stored."""
+        store = self.store
         while b - a > 1 and free > 0:
             m = a + binomial_split(b - a, free)
             store.put(m, self._advance(store.get(a), a, m))
-            self._reverse(store, m, b, free - 1)
+            self._reverse(m, b, free - 1)
             store.drop(m)
             b = m
         for i in range(b - 1, a - 1, -1):
@@ -230,11 +218,9 @@ class BudgetedAdjoint:
             self._reverse_step(x, i)
 
     def _reverse_step(self, x: torch.Tensor, i: int) -> None:
-        leaf = self.leaf
         self.forward_steps += 1
-        leaf.replay(x, self.times[i:i + 2])
-        leaf.adjoint_steps(1)
-        k = self._jumps.get(i)
+        self.leaf.replay(x, self.origin, self.times[i:i + 2])
+        self.sweep.reverse(1)
+        k = self.jumps.get(i)
         if k is not None:
-            leaf.lam.add_(self._g[k])
-            leaf.L.stateIncrease()
+            self.sweep.jump(self.g[k])

@@ -22,20 +22,51 @@ from torch.autograd import Variable
 _WINDOW = 64
 
 
+def _private_engine() -> Callable | None:
+    """autograd's engine entry ``run_backward`` if it exists here with the signature pnode
+    calls it with (probed once on a tiny graph), else None."""
+    run = getattr(getattr(Variable, "_execution_engine", None), "run_backward", None)
+    if run is None:
+        return None
+    try:
+        x = torch.ones(1, requires_grad=True)
+        (g,) = run(((x * 2.0),), (torch.ones(1),), False, False, (x,), True, False)
+    except (TypeError, RuntimeError, AttributeError):
+        return None
+    return run if g is not None and float(g) == 2.0 else None
+
+
+_run_backward = _private_engine()
+
+
+def use_engine(kind: str) -> str:
+    """Choose how :func:`engine_vjp` calls autograd: ``"private"`` (the engine directly,
+    when this torch has it) or ``"public"`` (``torch.autograd.grad``); returns the kind
+    now in use. pnode picks ``"private"`` where the probe at import succeeds."""
+    global _run_backward
+    if kind not in ("private", "public"):
+        raise ValueError(f"kind must be 'private' or 'public', got {kind!r}")
+    _run_backward = _private_engine() if kind == "private" else None
+    return "private" if _run_backward is not None else "public"
+
+
 def engine_vjp(out: torch.Tensor, inputs: tuple[torch.Tensor, ...], v: torch.Tensor,
                keep_graph: bool) -> tuple[torch.Tensor | None, ...]:
     """``v^T d out / d inputs`` (None for inputs ``out`` does not depend on, all None if it
     depends on none).
 
-    Calls autograd's engine directly: the same computation as ``torch.autograd.grad``
-    without its Python argument handling, which costs ~30 us per call (107 -> 77 us for
-    the VJP of a 2-50-2 MLP on 20 samples and its 4 parameters, measured on this project's
-    2-core machine), a third of a small model's VJP.
+    Calls autograd's engine directly where it can: the same computation as
+    ``torch.autograd.grad`` without its Python argument handling, which costs ~30 us per
+    call (107 -> 77 us for the VJP of a 2-50-2 MLP on 20 samples and its 4 parameters,
+    measured on this project's 2-core machine), a third of a small model's VJP. The
+    engine's entry is private API: where it is missing or takes other arguments (probed
+    at import), the public ``torch.autograd.grad`` serves (:func:`use_engine`).
     """
     if not out.requires_grad:
         return (None,) * len(inputs)
-    return Variable._execution_engine.run_backward(
-        (out,), (v,), keep_graph, False, inputs, True, False)
+    if _run_backward is not None:
+        return _run_backward((out,), (v,), keep_graph, False, inputs, True, False)
+    return torch.autograd.grad((out,), inputs, (v,), retain_graph=keep_graph, allow_unused=True)
 
 
 def _tolerance(t: float) -> float:

@@ -1,69 +1,26 @@
-"""Zero-copy bridge between torch tensors and PETSc Vecs (DLPack), with build checks.
+"""Zero-copy bridge between torch tensors and PETSc Vecs (DLPack): the CPU/CUDA seam.
 
 A state lives in one buffer that is both a torch tensor and a PETSc Vec. On the CPU the
 Vec wraps the tensor's memory; on a GPU (PETSc built with CUDA) it is a CUDA Vec on the
-tensor's device memory. Writing through either view is seen by the other.
+tensor's device memory. Writing through either view is seen by the other. Modules above
+this one never ask where memory lives: host arrays for PETSc calls that take them
+(:func:`host_array`), a Vec lent a tensor's memory for one call (:func:`lent`) and
+finiteness checks without a device synchronisation per step (:class:`FiniteWatch`) are
+here; MPI staging is in :mod:`pnode.comm`.
 """
 from __future__ import annotations
 
-import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from .blas import blas_threads, limit_threads
 from .errors import BuildMismatchError, ConfigurationError
+from .startup import PETSc, petsc_dtype, petsc_has_cuda
 
-_TORCH_OF_NUMPY = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
-
-
-_started = False  # whether init() has run (PETSc started, its BLAS threads set)
-
-
-def PETSc():
-    """The petsc4py.PETSc module, initialised on first use (see :func:`init`)."""
-    if not _started:
-        init()
-    return sys.modules["petsc4py.PETSc"]
-
-
-def init(argv: list[str] | None = None) -> None:
-    """Initialise PETSc, passing ``argv`` (e.g. ``sys.argv``; ``argv[0]`` is the program) to
-    its options database.
-
-    Call it before any other pnode function for ``-prefix_ts_type ...`` flags to apply.
-    Later calls (or a PETSc already initialised by the user) change nothing, except that
-    the first call sets the threads of PETSc's BLAS (one per process by default, see
-    :mod:`pnode.blas`).
-    """
-    global _started
-    if _started:
-        return
-    if "petsc4py.PETSc" not in sys.modules:
-        import petsc4py
-
-        petsc4py.init(["pnode"] + [str(a) for a in (argv or [])[1:]])
-    from petsc4py import PETSc as P
-
-    limit_threads(P.Options())
-    _started = True
-
-
-def petsc_dtype() -> torch.dtype:
-    """The torch dtype matching PETSc's scalar type; raises for complex PETSc."""
-    scalar = np.dtype(PETSc().ScalarType)
-    if scalar.kind == "c":
-        raise BuildMismatchError(
-            f"this PETSc is built with complex scalars ({scalar}); pnode needs a real PETSc "
-            "(configure without --with-scalar-type=complex)")
-    if scalar not in _TORCH_OF_NUMPY:
-        raise BuildMismatchError(f"PETSc scalar type {scalar} has no torch counterpart")
-    return _TORCH_OF_NUMPY[scalar]
-
-
-def petsc_has_cuda() -> bool:
-    """Whether this PETSc was built with CUDA."""
-    return bool(PETSc().Sys.hasExternalPackage("cuda"))
+__all__ = ["PETSc", "petsc_dtype", "petsc_has_cuda", "check_tensor", "as_vec", "as_tensor",
+           "ViewCache", "host_array", "lent", "FiniteWatch"]
 
 
 def check_tensor(x: torch.Tensor, name: str = "tensor") -> None:
@@ -94,6 +51,8 @@ def as_vec(x: torch.Tensor, comm=None):
     raises (call ``.contiguous()`` yourself: that copies once). With ``comm`` of several
     ranks, each rank passes its local part and the Vec is distributed.
     """
+    from .comm import as_petsc_comm
+
     check_tensor(x)
     if not x.is_contiguous():
         raise ConfigurationError(
@@ -116,6 +75,59 @@ def as_tensor(vec, shape=None, mode: str = "rw") -> torch.Tensor:
     return t if shape is None else t.view(shape)
 
 
+def host_array(x: torch.Tensor, what: str = "this operation") -> np.ndarray:
+    """A numpy view of a CPU tensor's memory, for PETSc calls that take host arrays
+    (assembled matrices); a CUDA tensor raises a ConfigurationError naming ``what``."""
+    if x.device.type != "cpu":
+        raise ConfigurationError(f"{what} needs a CPU tensor, got one on {x.device}")
+    return x.detach().numpy()
+
+
+@contextmanager
+def lent(vec, x: torch.Tensor) -> Iterator:
+    """A Vec on ``x``'s memory (contiguous) for the duration of the block: ``vec`` itself
+    with the tensor's array placed in it on the CPU (VecPlaceArray), a DLPack Vec of the
+    same communicator on a GPU."""
+    if x.device.type != "cpu":
+        tmp = as_vec(x, vec.getComm())
+        try:
+            yield tmp
+        finally:
+            tmp.destroy()
+        return
+    vec.placeArray(x.detach().reshape(-1).numpy())
+    try:
+        yield vec
+    finally:
+        vec.resetArray()
+
+
+class FiniteWatch:
+    """Checks that states stay finite, without a device synchronisation per step on a GPU.
+
+    On the CPU :meth:`check` answers at once (a finite sum means finite entries: one
+    reduction; only a sum that is not finite is checked entrywise). On a GPU it folds the
+    verdict into a device flag and answers False only when asked to :meth:`settle` (at
+    output times), so a failure is then located to an interval of steps.
+    """
+
+    def __init__(self):
+        self._flag: torch.Tensor | None = None
+
+    def check(self, u: torch.Tensor) -> bool:
+        """False if ``u`` has a NaN or Inf (on a GPU: deferred, always True here)."""
+        if u.device.type == "cpu":
+            return abs(float(u.sum())) < np.inf or bool(torch.isfinite(u).all())
+        ok = torch.isfinite(u).all()
+        self._flag = ok if self._flag is None else self._flag.logical_and_(ok)
+        return True
+
+    def settle(self) -> bool:
+        """False if a state checked since the last call was not finite (one sync on a GPU)."""
+        flag, self._flag = self._flag, None
+        return True if flag is None else bool(flag)
+
+
 class ViewCache:
     """Flat tensor views of the Vecs PETSc passes to callbacks, made once per Vec.
 
@@ -127,7 +139,7 @@ class ViewCache:
     """
 
     def __init__(self):
-        self._views: dict[int, torch.Tensor] = {}
+        self._views: dict = {}
 
     def get(self, vec, mode: str = "rw", shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """The view of ``vec``, flat or of ``shape`` (``mode="r"`` for vectors locked for
@@ -144,48 +156,3 @@ class ViewCache:
 
     def clear(self) -> None:
         self._views.clear()
-
-
-def as_petsc_comm(comm):
-    """Accept None (COMM_SELF), a petsc4py Comm or an mpi4py communicator."""
-    P = PETSc()
-    if comm is None:
-        return P.COMM_SELF
-    if isinstance(comm, P.Comm):
-        return comm
-    try:
-        return P.Comm(comm)
-    except Exception as exc:  # pragma: no cover - message only
-        raise ConfigurationError(f"comm must be an mpi4py or petsc4py communicator, got {comm!r}") from exc
-
-
-def as_mpi_comm(comm):
-    """The mpi4py communicator for None (COMM_SELF), a petsc4py Comm or an mpi4py comm."""
-    from mpi4py import MPI
-
-    if comm is None:
-        return MPI.COMM_SELF
-    if isinstance(comm, MPI.Comm):
-        return comm
-    return as_petsc_comm(comm).tompi4py()
-
-
-def check_build(verbose: bool = True) -> dict:
-    """Check that PETSc, petsc4py, mpi4py and torch work together; print a summary."""
-    from mpi4py import MPI
-
-    P = PETSc()
-    x = torch.arange(4, dtype=petsc_dtype())
-    v = as_vec(x)
-    v.setValue(0, 42.0)
-    v.assemble()
-    zero_copy = bool(x[0] == 42.0)
-    v.destroy()
-    info = {"petsc": ".".join(map(str, P.Sys.getVersion())), "scalar": str(petsc_dtype()),
-            "cuda": petsc_has_cuda(), "mpi_size": MPI.COMM_WORLD.Get_size(),
-            "torch": torch.__version__, "blas_threads": blas_threads(), "zero_copy": zero_copy}
-    if not zero_copy:
-        raise BuildMismatchError("a Vec created from a tensor does not share its memory")
-    if verbose and MPI.COMM_WORLD.Get_rank() == 0:
-        print("pnode build check: " + ", ".join(f"{k}={v}" for k, v in info.items()))
-    return info

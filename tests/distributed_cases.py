@@ -100,7 +100,7 @@ def _loss_and_grads(prob, y0, out, params, comm, grad: bool):
     dim = out.ndim - 1
     weights = torch.linspace(0.5, 1.5, len(T), dtype=torch.float64).view((-1,) + (1,) * dim)
     local = (weights * out ** 2).sum() + out[-1].sum()
-    loss = pnode.vec.as_mpi_comm(comm).allreduce(float(local.detach()), op=MPI.SUM)
+    loss = pnode.comm.as_mpi_comm(comm).allreduce(float(local.detach()), op=MPI.SUM)
     if not grad:
         return loss, None, None
     grads = torch.autograd.grad(local, [y0] + list(params))

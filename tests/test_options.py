@@ -8,7 +8,7 @@ from pnode.vec import PETSc
 
 
 def _rk_type(ode):
-    return ode._integ.ts.getRKType()
+    return ode.stats["ts_subtype"]
 
 
 def _run(ode):

@@ -24,4 +24,4 @@ def test_petsc_and_mpi4py_comms_are_interchangeable():
     comm = MPI.COMM_WORLD
     v = as_vec(torch.ones(2, dtype=torch.float64), comm=pnode.vec.PETSc().COMM_WORLD)
     assert v.getSize() == 2 * comm.Get_size()
-    assert pnode.vec.as_mpi_comm(pnode.vec.PETSc().COMM_WORLD).Get_size() == comm.Get_size()
+    assert pnode.comm.as_mpi_comm(pnode.vec.PETSc().COMM_WORLD).Get_size() == comm.Get_size()

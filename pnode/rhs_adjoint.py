@@ -10,47 +10,13 @@ direct engine call, :mod:`pnode.tape`, bring it to ~80 us.)
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
+from .guard import CallbackGuard
+from .matop import shell_mat
+from .params import ParamBuffer
 from .tape import StageTape, engine_vjp
-from .vec import PETSc, ViewCache
-
-
-class ParamBuffer:
-    """One flat buffer for gradients of a list of parameters (packing helpers)."""
-
-    def __init__(self, params: Sequence[torch.Tensor]):
-        self.params = tuple(params)
-        self.sizes = [p.numel() for p in self.params]
-        self.numel = sum(self.sizes)
-        self._views: dict[int, list[torch.Tensor]] = {}
-
-    def pack(self, grads: Sequence[torch.Tensor | None], out: torch.Tensor) -> None:
-        """Write ``grads`` (None meaning zero) into the flat ``out`` (one fused copy; the
-        views of ``out`` are made once: they keep its storage, so its address stays its)."""
-        views = self._views.get(out.data_ptr())
-        if views is None:
-            views = self._views[out.data_ptr()] = self.unpack(out)
-        if not grads:
-            return
-        if all(g is not None for g in grads):
-            torch._foreach_copy_(views, grads)
-            return
-        for g, view in zip(grads, views):
-            if g is None:
-                view.zero_()
-            else:
-                view.copy_(g)
-
-    def unpack(self, flat: torch.Tensor) -> list[torch.Tensor]:
-        """Views of ``flat`` shaped like each parameter."""
-        out, off = [], 0
-        for p, n in zip(self.params, self.sizes):
-            out.append(flat[off:off + n].view(p.shape))
-            off += n
-        return out
+from .vec import ViewCache
 
 
 class AdjointShells:
@@ -60,7 +26,8 @@ class AdjointShells:
     differentiated without evaluating ``f`` again; otherwise ``f`` is re-run with a graph.
     """
 
-    def __init__(self, problem, comm, params: ParamBuffer, tape: StageTape | None, views: ViewCache):
+    def __init__(self, problem, comm, params: ParamBuffer, tape: StageTape | None, views: ViewCache,
+                 guard: CallbackGuard):
         self.problem = problem
         self.params = params
         self.tape = tape
@@ -71,13 +38,9 @@ class AdjointShells:
         # (v's handle, v's state, parameter gradients) of the last J^T v, for the Jp^T v
         # that follows; packed straight into Jp's output, which saves a copy (~8 us a stage)
         self._stash = None
-        P = PETSc()
         n = problem.numel
-        self.J = P.Mat().createPython(((n, None), (n, None)), context=_Transposer(self.state_vjp), comm=comm)
-        self.J.setUp()
-        np_ = params.numel
-        self.Jp = P.Mat().createPython(((n, None), (np_, None)), context=_Transposer(self.param_vjp), comm=comm)
-        self.Jp.setUp()
+        self.J = shell_mat(_Transposer(self.state_vjp), n, n, comm, guard)
+        self.Jp = shell_mat(_Transposer(self.param_vjp), n, params.numel, comm, guard)
 
     def at(self, ts, t, u, J, P=None) -> None:
         """RHSJacobian callback: remember where the Jacobian is to be applied."""
