@@ -227,7 +227,7 @@ class Trainer:
     def resume(self) -> None:
         """Load the checkpoint (rank 0 reads, every rank gets its content), if there is one."""
         root = self.comm.Get_rank() == 0
-        state = torch.load(self.ckpt) if root and os.path.exists(self.ckpt) else None
+        state = torch.load(self.ckpt, weights_only=True) if root and os.path.exists(self.ckpt) else None
         state = self.comm.bcast(state, root=0)
         if state is not None:
             self.reaction.load_state_dict(state["reaction"])

@@ -119,7 +119,7 @@ def main(argv: list[str]) -> float:
     start = 0
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     if args.resume and os.path.exists(ckpt_path):
-        state = torch.load(ckpt_path)
+        state = torch.load(ckpt_path, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])

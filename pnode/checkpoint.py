@@ -129,7 +129,7 @@ class _InTrajectory:
 
     def backward(self, grads_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         try:
-            return AdjointSweep.of(self.integ).run(grads_out, self.out_steps)
+            return AdjointSweep.of(self.integ).run(grads_out, self.out_steps, self.step_times)
         finally:
             self.release()
 

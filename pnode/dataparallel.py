@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from .comm import allreduce_sum_, world
+from .comm import abort_on_uncaught, allreduce_sum_, world
 from .errors import PnodeError
 from .params import ParamBuffer
 
@@ -42,7 +42,7 @@ class GradientReducer:
         dtype = self.buffer.params[0].dtype if self.buffer.params else torch.float64
         device = self.buffer.params[0].device if self.buffer.params else torch.device("cpu")
         self._flat = torch.zeros(self.buffer.numel + 2, dtype=dtype, device=device)
-        self._failed = False
+        abort_on_uncaught()
 
     @property
     def params(self) -> tuple[torch.Tensor, ...]:

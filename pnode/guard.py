@@ -11,6 +11,7 @@ aborts every rank, unless every rank raises it together (``collective`` errors).
 from __future__ import annotations
 
 import functools
+import traceback
 from typing import Any, Callable
 
 from .comm import abort_on_error
@@ -55,7 +56,13 @@ class CallbackGuard:
             collective = isinstance(cause, PnodeError) and getattr(cause, "collective", False)
             if self.comm.getSize() > 1 and not collective:
                 abort_on_error(self.comm, cause)
+            # the frames of the failed callbacks hold petsc4py wrappers of PETSc's work
+            # objects (their arguments): dropping their locals now releases those references
+            # before the solver is destroyed (kept, they made PETSc destroy the TS later,
+            # from the garbage collector, after its vectors: a crash)
+            traceback.clear_frames(exc.__traceback__)
             if err is not None and err is not exc:
+                traceback.clear_frames(err.__traceback__)
                 raise err.with_traceback(err.__traceback__) from None
             if isinstance(exc, PETSc().Error):
                 raise ConvergenceError(

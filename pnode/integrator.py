@@ -124,7 +124,7 @@ class Integrator:
         self._options = setup.options.with_defaults(defaults)
         self._force = {"ts_adapt_type": "none"} if replay else None
         self._configure()
-        self._trajectory_dirty = False
+        self._trajectory_dirty = self._trajectory_grown = False
         self._option_step = _step_option(setup.options)
         self._max_steps = _max_steps_option(setup.options)
         self.adaptive = not replay and self._options.get("ts_adapt_type") != "none"
@@ -151,12 +151,30 @@ class Integrator:
 
     def _fresh_trajectory(self) -> None:
         """A forward solve needs an empty trajectory; one left by a forward solve that was
-        never differentiated is replaced."""
-        if self._trajectory and self._trajectory_dirty:
+        never differentiated is replaced, and so is one whose stack grew.
+
+        PETSc's memory trajectory sizes its stack at each solve's set-up from the span and
+        the first step (10000 entries for adaptive steps) and doubles it when a solve takes
+        more steps. The next set-up shrinks the size again but keeps the grown container,
+        and the doubling after that copies only the first entries: stored states are lost
+        and destroying the trajectory then crashes (PETSc 3.26.1, trajmemory.c: StackInit,
+        StackResize, StackDestroy). So a trajectory that may have grown is not reused."""
+        if self._trajectory and (self._trajectory_dirty or self._trajectory_grown):
             self.ts.removeTrajectory()
             self.ts.setSaveTrajectory()
             self._configure()
         self._trajectory_dirty = bool(self._trajectory)
+        self._trajectory_grown = False
+
+    def _stack_capacity(self) -> int:
+        """The stack size PETSc's memory trajectory gives the solve about to start."""
+        ts = self.ts
+        if self.adaptive:
+            size = ts.getMaxSteps() if ts.getMaxSteps() < _UNLIMITED_STEPS else 10000
+        else:
+            total = min(ts.getMaxSteps(), int(np.ceil((ts.getMaxTime() - ts.getTime()) / ts.getTimeStep())))
+            size = total if self.trajectory == "solution" else total - 1
+        return max(size, 1)
 
     # ---- callbacks (guarded: an exception comes back from the solve as itself) ------
     def _rhs_cb(self, ts, t, X, F):
@@ -168,21 +186,23 @@ class Integrator:
         F.stateIncrease()
 
     def _prestep_cb(self, ts):
-        """Replays: the recorded step. Fixed steps: PETSc clips a step to land on an output
-        time and then keeps the clipped size; after an output, go back to the user's step
-        (shortened as PETSc shortens the last ones: to the rest if under 1.01 steps, to
-        half of it if under two)."""
+        """Land on the next output time. Replays take the recorded step. Otherwise the
+        step (the user's fixed one, restored after an output shortened it, or TSAdapt's)
+        is clipped to the next output time as PETSc clips the last step before its final
+        time: to the rest if it would leave less than 1% of a step, to half the rest if
+        under two steps. (PETSc's own evaluation times are not used: resetting them with
+        another number of times frees their arrays and then writes into them, PETSc
+        3.26.1, TSSetEvaluationTimes; they would also keep a copy of the state per output.)"""
         if self._times is not None:
             k = ts.getStepNumber()
             ts.setTimeStep(float(self._times[k + 1] - self._times[k]))
             return
-        if self.adaptive or not self.out_steps or self.out_steps[-1] != ts.getStepNumber():
+        k = len(self.out_steps)
+        if k >= len(self.t_out):
             return
-        h, k = self._fixed_step, len(self.out_steps)
-        if ts.getTimeStep() >= h or k >= len(self.t_out):
-            return
+        dt = self._fixed_step if not self.adaptive else ts.getTimeStep()
         gap = float(self.t_out[k] - ts.getTime())
-        ts.setTimeStep(gap if gap <= 1.01 * h else gap / 2 if gap < 2 * h else h)
+        ts.setTimeStep(gap if dt * 1.01 >= gap else gap / 2 if dt * 2 > gap else dt)
 
     def _monitor_cb(self, ts, step, t, X):
         if not self._in_forward:  # PETSc also monitors the steps it recomputes for the adjoint
@@ -195,10 +215,12 @@ class Integrator:
             raise ConvergenceError("the state became non-finite (NaN or Inf)",
                                    time=self._user_t(t), step=step, collective=self._collective)
         on_output = k < len(self.t_out) and _close(t, self.t_out[k])
-        if step > 0 and self.adaptive and not on_output and t - times[-1] < self._min_step:
+        h_min = max(self._min_step, 1e-12 * abs(t))
+        if step > 0 and self.adaptive and not on_output and t - times[-1] < h_min:
             raise ConvergenceError(
                 f"the step size collapsed to {t - times[-1]:.3e} (below the minimum "
-                f"{self._min_step:.3e}, -ts_adapt_dt_min; 1e-14 of the span by default): the "
+                f"{h_min:.3e}, -ts_adapt_dt_min; by default 1e-14 of the span or 1e-12 of the time "
+                "since t[0], where time steps lose their accuracy in float64): the "
                 "solution probably blows up here; check the problem, loosen rtol/atol or use an "
                 "implicit method", time=self._user_t(t), step=step, collective=True)
         times.append(t)
@@ -247,6 +269,7 @@ class Integrator:
             tape.max_bytes = graph_bytes
             tape.entry_bytes = None
             tape.recording = record
+        capacity = self._stack_capacity() if self._trajectory else None
         self._in_forward = True
         try:
             self._run(lambda: self.ts.solve(self.U))
@@ -254,6 +277,9 @@ class Integrator:
             self._in_forward = False
             if tape is not None:
                 tape.recording = False
+            if capacity is not None:  # entries pushed: steps 0..n-1 (solutions) or 1..n-1 (stages)
+                pushed = self.ts.getStepNumber() - (self.trajectory == "stages")
+                self._trajectory_grown = pushed > capacity
 
     # ---- forward -------------------------------------------------------------------
     def forward(self, y0: torch.Tensor, origin: float, t_out: np.ndarray, out: torch.Tensor, *,
@@ -279,7 +305,6 @@ class Integrator:
         ts.setStepNumber(0)
         ts.setMaxTime(float(t_out[-1]))
         ts.setMaxSteps(self._max_steps)
-        ts.setEvaluationTimes(list(map(float, t_out)))
         ts.setTimeStep(self._fixed_step)
         try:
             self._run_forward(record, graph_bytes)
@@ -317,7 +342,6 @@ class Integrator:
         ts.setStepNumber(0)
         ts.setMaxTime(float(times[-1]))
         ts.setMaxSteps(len(times) - 1)
-        ts.setEvaluationTimes([float(times[0]), float(times[-1])])
         ts.setTimeStep(float(times[1] - times[0]))
         self._run_forward(self.trajectory is not None, None)
         return self.u

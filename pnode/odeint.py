@@ -187,7 +187,7 @@ def odeint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method: str | N
     with collective_checks(cfg.comm) as checks:
         origin, tp, sign = cfg.check_call(checks, y0, t)
         setup = cfg.setup(y0.detach(), (), sign, 0.0)
-        _check_dae(setup, y0, origin)
+    _check_dae(setup, y0, origin)
     out = torch.empty((len(tp),) + tuple(y0.shape), dtype=y0.dtype, device=y0.device)
     integ = setup.integrator()
     try:
@@ -228,7 +228,7 @@ def odeint_adjoint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method:
     with collective_checks(cfg.comm) as checks:
         origin, tp, sign = cfg.check_call(checks, y0, t, params)
         setup = cfg.setup(y0.detach(), params, sign, 0.0)
-        _check_dae(setup, y0, origin)
+    _check_dae(setup, y0, origin)
     pool = IntegratorPool(setup)
     if not _differentiable(y0, t, params):
         return _plain_solve(pool, y0, origin, tp, owns_pool=True)[0]
@@ -290,15 +290,19 @@ class NeuralODE(torch.nn.Module):
     def options_prefix(self) -> str:
         return self._cfg.scoped.prefix
 
-    def _pool_for(self, checks: Checks, y0: torch.Tensor, params, sign: float) -> IntegratorPool:
+    def _new_setup(self, checks: Checks, y0: torch.Tensor, params, sign: float):
+        """(key, a Setup) when the state's shape, dtype, device, the grid's direction or the
+        parameters changed, else None; whether to rebuild is decided by every rank."""
         key = (tuple(y0.shape), y0.dtype, y0.device, sign, tuple(id(p) for p in params))
         rebuild = key != self._key
         checks.all_or_none("a change of the state's shape, dtype or device (a new solver)", rebuild)
-        if rebuild:
-            setup = self._cfg.setup(y0, params, sign, 0.0)
+        return (key, self._cfg.setup(y0, params, sign, 0.0)) if rebuild else None
+
+    def _pool_for(self, new) -> IntegratorPool:
+        if new is not None:
             if self._pool is not None:
                 self._pool.close()
-            self._pool, self._key = IntegratorPool(setup), key
+            self._key, self._pool = new[0], IntegratorPool(new[1])
         return self._pool
 
     @property
@@ -319,8 +323,9 @@ class NeuralODE(torch.nn.Module):
         params = _params_of(self.func, self._adjoint_params, self.implicit)
         with collective_checks(self._cfg.comm) as checks:
             origin, tp, sign = self._cfg.check_call(checks, y0, t, params)
-            pool = self._pool_for(checks, y0.detach(), params, sign)
-            _check_dae(pool.setup, y0, origin)
+            new = self._new_setup(checks, y0.detach(), params, sign)
+        pool = self._pool_for(new)
+        _check_dae(pool.setup, y0, origin)
         if not _differentiable(y0, t, params):
             out, integ = _plain_solve(pool, y0, origin, tp, owns_pool=False)
             self._remember(integ.stats(), integ.step_times, origin, sign)

@@ -34,6 +34,9 @@ _counter = itertools.count()
 _released: list[str] = []
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _python_types_allowed = False
+# endings of option names that take a value (None, a bare flag, would be ignored by PETSc)
+_VALUED = ("_type", "_it", "_its", "_steps", "_max", "_min", "rtol", "atol", "_tol", "time_step", "_dt",
+           "_theta", "_radius", "_reject", "_rejections", "_failures", "_lag_jacobian", "_restart")
 
 
 def allow_python_types(allowed: bool = True) -> None:
@@ -63,6 +66,8 @@ def _check_option(key, val) -> str:
         raise ConfigurationError(
             f"option name {key!r} is not a PETSc option name (letters, digits and '_' only; "
             "give the value separately: options={'ts_type': 'rk'})")
+    if val is None and name.endswith(_VALUED):
+        raise ConfigurationError(f"option {name} needs a value (None makes it a flag, which PETSc ignores)")
     python = name.endswith("python_type") or (name.endswith("_type") and str(val).lower() == "python")
     if python and not _python_types_allowed:
         raise ConfigurationError(

@@ -220,7 +220,7 @@ class _Reversal:
     def _reverse_step(self, x: torch.Tensor, i: int) -> None:
         self.forward_steps += 1
         self.leaf.replay(x, self.origin, self.times[i:i + 2])
-        self.sweep.reverse(1)
+        self.sweep.reverse(1, (i, i + 1), (self.times[i], self.times[i + 1]))
         k = self.jumps.get(i)
         if k is not None:
             self.sweep.jump(self.g[k])

@@ -51,23 +51,21 @@ class AdjointSweep:
         else:
             self.integ.ts.setCostGradients([self.L])
 
-    def reverse(self, nsteps: int) -> None:
-        """Reverse the last ``nsteps`` steps not yet reversed; raise if the adjoint is no
-        longer finite (naming the interval)."""
+    def reverse(self, nsteps: int, steps: tuple[int, int], times: tuple[float, float]) -> None:
+        """Reverse the last ``nsteps`` steps not yet reversed (forward steps ``steps[0]`` ->
+        ``steps[1]``, PETSc times ``times[0]`` -> ``times[1]``, for messages); raise if the
+        adjoint is no longer finite, naming that interval."""
         integ = self.integ
-        s_end = integ.ts.getTime()
-        step_end = integ.ts.getStepNumber()
         integ.adjoint_steps(nsteps)
         total = float(self.lam.sum()) + (float(self.mu.sum()) if self.M is not None else 0.0)
         if integ.comm.getSize() > 1:
             total = allreduce(total, "sum", integ.comm)
         if not abs(total) < np.inf:
-            t0, t1 = integ._user_t(integ.ts.getTime()), integ._user_t(s_end)
             raise ConvergenceError(
                 f"the adjoint (gradient) became non-finite (NaN or Inf) while reversing the steps "
-                f"from t={t1:.10g} back to t={t0:.10g} (steps {step_end} to "
-                f"{integ.ts.getStepNumber()}); the backward pass of func produced it",
-                step=step_end, collective=True)
+                f"from t={integ._user_t(times[1]):.10g} back to t={integ._user_t(times[0]):.10g} "
+                f"(steps {steps[1]} to {steps[0]}); the backward pass of func produced it",
+                step=steps[1], collective=True)
 
     def jump(self, grad: torch.Tensor) -> None:
         """Add an output's incoming gradient to ``lambda``."""
@@ -80,12 +78,15 @@ class AdjointSweep:
             allreduce_sum_(self.mu, self.integ.comm)
         return self.lam.clone(), self.mu.clone()
 
-    def run(self, grads_out: torch.Tensor, out_steps: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole backward pass of the integrator's last forward solve."""
+    def run(self, grads_out: torch.Tensor, out_steps: list[int],
+            step_times: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole backward pass of the integrator's last forward solve (its output steps
+        and accepted step times)."""
         g = grads_out.reshape(len(out_steps), -1)
         self.start(g[-1])
         for k in range(len(out_steps) - 1, 0, -1):
-            self.reverse(out_steps[k] - out_steps[k - 1])
+            a, b = out_steps[k - 1], out_steps[k]
+            self.reverse(b - a, (a, b), (step_times[a], step_times[b]))
             self.jump(g[k - 1])
         return self.finish()
 

@@ -1,0 +1,44 @@
+"""Jobs of two ranks where one rank fails alone end in seconds with its traceback
+(launched with mpiexec from the serial suite: before the fix they waited forever)."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+_SCRIPTS = {
+    # a rank that raises outside any pnode call while the other waits in the reduction
+    "uncaught": """
+        import torch, pnode
+        from mpi4py import MPI
+        from pnode.distributed import GradientReducer
+        f = torch.nn.Linear(2, 2).double()
+        reducer = GradientReducer(f.parameters())
+        if MPI.COMM_WORLD.Get_rank() == 1:
+            raise ValueError("rank one broke")
+        reducer.reduce()
+    """,
+    # a rank whose right-hand side raises inside a solve on both ranks' TS
+    "callback": """
+        import torch, pnode
+        from mpi4py import MPI
+        rank = MPI.COMM_WORLD.Get_rank()
+        def f(t, y):
+            if rank == 1 and float(t) > 0.3:
+                raise ValueError("rank one broke")
+            return -y
+        pnode.odeint(f, torch.ones(3, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64),
+                     method="rk4", step_size=0.1, comm=MPI.COMM_WORLD)
+    """,
+}
+
+
+@pytest.mark.parametrize("case", sorted(_SCRIPTS))
+def test_one_failing_rank_ends_the_job_with_its_traceback(case, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(_SCRIPTS[case]))
+    proc = subprocess.run(["mpiexec", "-n", "2", sys.executable, str(script)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "ValueError: rank one broke" in proc.stderr
+    assert "rank 1" in proc.stderr
