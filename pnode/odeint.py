@@ -137,7 +137,7 @@ class _Config:
         _check_params(params, y0)
         origin, tp, sign = _check_times(t)
         checks.agree("methods", self.method.name, self.step_size, self.rtol, self.atol)
-        checks.agree("output times", t.detach().cpu().to(torch.float64).numpy())
+        checks.agree("output times", origin, tp)
         return origin, tp, sign
 
     def rhs_at(self):

@@ -132,7 +132,7 @@ class BudgetStore:
     def put(self, step: int, x: torch.Tensor) -> None:
         if self.disk:
             path = os.path.join(self._dir.name, f"{step}.pt")
-            torch.save(x.detach().cpu().clone(), path)
+            torch.save(x.detach().clone(), path)
             self.states[step] = path
         elif self._spare:
             self.states[step] = self._spare.pop().copy_(x)
@@ -143,7 +143,7 @@ class BudgetStore:
     def get(self, step: int) -> torch.Tensor:
         val = self.states[step]
         if isinstance(val, str):
-            return torch.load(val, weights_only=True).to(device=self.device)
+            return torch.load(val, weights_only=True, map_location=self.device)
         return val
 
     def drop(self, step: int) -> None:

@@ -173,13 +173,3 @@ def data_parallel_case(comm, batch: int = 6):
     loss.backward()
     total = GradientReducer(model.parameters(), comm).reduce(loss.detach())
     return total, [p.grad.clone() for p in model.parameters()]
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Relative difference of two tensors."""
-    return float((a - b).norm() / max(float(b.norm()), 1e-300))
-
-
-def np_rel(a: float, b: float) -> float:
-    return abs(a - b) / max(abs(b), 1e-300)
-

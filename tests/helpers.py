@@ -1,16 +1,18 @@
 """Shared test helpers: relative errors and central finite differences."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import torch
 
 
-def rel_error(got: Sequence[torch.Tensor] | torch.Tensor, ref: Sequence[torch.Tensor] | torch.Tensor) -> float:
-    """The worst ``|got - ref| / |ref|`` (norms) over pairs of tensors (or one pair)."""
-    if isinstance(got, torch.Tensor):
+def rel_error(got, ref) -> float:
+    """The worst ``|got - ref| / |ref|`` (norms) over pairs of tensors, or of one pair of
+    tensors or numbers."""
+    if not isinstance(got, (list, tuple)):
         got, ref = [got], [ref]
-    return max(float((a - b).norm() / b.norm().clamp_min(1e-300)) for a, b in zip(got, ref))
+    return max(float((torch.as_tensor(a) - torch.as_tensor(b)).norm() / torch.as_tensor(b).norm().clamp_min(1e-300))
+               for a, b in zip(got, ref))
 
 
 def central_difference(loss: Callable[[], torch.Tensor | float], tensor: torch.Tensor, index,

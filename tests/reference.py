@@ -40,7 +40,7 @@ def rk_solve(func, y0, step_times, out_times, method):
             for j in range(i):
                 if A[i][j]:
                     yi = yi + h * A[i][j] * ks[j]
-            ks.append(func(torch.tensor(t0 + c[i] * h, dtype=y0.dtype), yi))
+            ks.append(func(torch.tensor(t0 + c[i] * h, dtype=y0.dtype, device=y0.device), yi))
         y = y + h * sum(bi * k for bi, k in zip(b, ks) if bi)
         if key(step_times[n + 1]) in targets:
             outs[key(step_times[n + 1])] = y

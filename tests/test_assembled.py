@@ -7,7 +7,7 @@ import torch
 
 import pnode
 from reference_implicit import theta_solve
-from test_implicit import CASES, DT, STEP, STEPS, T_OUT, Dae, _setup, check_against_reference, rober
+from implicit_cases import CASES, DT, STEP, STEPS, T_OUT, Dae, setup_models, check_against_reference, rober
 
 KINDS = ["dense", "blocks"]
 ALL_KINDS = ["matrix-free", *KINDS]
@@ -35,7 +35,7 @@ def test_dense_dae_gradient(mass):
 
 @pytest.mark.parametrize("jacobian", KINDS)
 def test_exact_solves_cut_newton_and_krylov_iterations(jacobian):
-    f, g, y0 = _setup()
+    f, g, y0 = setup_models()
     stats = {}
     for kind in ("matrix-free", jacobian):
         ode = pnode.NeuralODE(f, method="cn", step_size=STEP, jacobian=kind)

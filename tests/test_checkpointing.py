@@ -7,11 +7,11 @@ from models import CubicMLP
 from pnode.revolve import OnlineSchedule, binomial_cost, binomial_split
 
 
-def _grads(ck, method="rk4", **kw):
+def _grads(ck, method="rk4", device=torch.device("cpu"), **kw):
     torch.manual_seed(1)
-    f = CubicMLP()
-    y0 = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
-    t = torch.linspace(0, 1, 4, dtype=torch.float64)
+    f = CubicMLP().to(device)
+    y0 = torch.randn(6, 2, dtype=torch.float64).to(device).requires_grad_(True)
+    t = torch.linspace(0, 1, 4, dtype=torch.float64, device=device)
     out = pnode.odeint_adjoint(f, y0, t, method=method, checkpoint=ck, **kw)
     return torch.autograd.grad((out ** 2).sum() + out[1].sum(), [y0, *f.parameters()])
 
@@ -20,9 +20,9 @@ def _grads(ck, method="rk4", **kw):
                                 dict(method="dopri5", rtol=1e-5, atol=1e-7)])
 @pytest.mark.parametrize("ck", ["solution", pnode.Checkpoint(budget=1), pnode.Checkpoint(budget=4),
                                 pnode.Checkpoint(budget=4, disk=True)])
-def test_policies_agree_with_store_all(ck, kw):
-    ref = _grads("all", **kw)
-    got = _grads(ck, **kw)
+def test_policies_agree_with_store_all(ck, kw, device):
+    ref = _grads("all", device=device, **kw)
+    got = _grads(ck, device=device, **kw)
     for a, b in zip(got, ref):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
 

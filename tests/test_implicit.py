@@ -2,111 +2,31 @@
 accuracy and error paths (real PETSc)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 import pnode
-from reference_implicit import ark_solve, theta_solve
-
-DT = torch.float64
-T_OUT = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4], dtype=DT)
-STEP = 0.05
-STEPS = np.linspace(0.0, 0.4, 9)
-
-
-class Mlp(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).to(DT)
-
-    def forward(self, t, y):
-        return self.net(y) * (1 + 0.3 * torch.sin(t)) - y
-
-
-class Stiff(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.k = torch.nn.Parameter(torch.tensor([5.0, 40.0], dtype=DT))
-
-    def forward(self, t, y):
-        return -self.k * y + 0.1 * torch.cos(t)
-
-
-def _setup():
-    torch.manual_seed(0)
-    f, g = Mlp(), Stiff()
-    y0 = torch.randn(3, 2, dtype=DT, requires_grad=True)
-    return f, g, y0
-
-
-def _loss(out):
-    return (out ** 2).sum() + out[2].sum()
-
-
-CASES = {  # name -> (odeint keywords, reference)
-    "beuler": (dict(method="beuler"), lambda f, g, y0: theta_solve(f, y0, STEPS, T_OUT.numpy(), 1.0, False)),
-    "cn": (dict(method="cn"), lambda f, g, y0: theta_solve(f, y0, STEPS, T_OUT.numpy(), 0.5, True)),
-    "theta0.7": (dict(method="theta", options={"ts_theta_theta": 0.7}),
-                 lambda f, g, y0: theta_solve(f, y0, STEPS, T_OUT.numpy(), 0.7, False)),
-    "arkimex-l2": (dict(method="arkimex"), lambda f, g, y0: ark_solve(f, None, y0, STEPS, T_OUT.numpy(), "l2")),
-    "arkimex-2e": (dict(method="arkimex", options={"ts_arkimex_type": "2e"}),
-                   lambda f, g, y0: ark_solve(f, None, y0, STEPS, T_OUT.numpy(), "2e")),
-    "imex-l2": (dict(method="arkimex", implicit="g"),
-                lambda f, g, y0: ark_solve(g, f, y0, STEPS, T_OUT.numpy(), "l2")),
-    "imex-ars122": (dict(method="arkimex", implicit="g", options={"ts_arkimex_type": "ars122"}),
-                    lambda f, g, y0: ark_solve(g, f, y0, STEPS, T_OUT.numpy(), "ars122")),
-}
-
-
-def _run(kw, f, g, y0, **extra):
-    kw = dict(kw, **extra)
-    if kw.get("implicit") == "g":
-        kw["implicit"] = g
-    return pnode.odeint_adjoint(f, y0, T_OUT, step_size=STEP, **kw)
-
-
-def check_against_reference(case: str, **extra) -> None:
-    """Solution and gradients of CASES[case] equal autograd through the reference scheme."""
-    kw, reference = CASES[case]
-    f, g, y0 = _setup()
-    params = [y0, *f.parameters()] + (list(g.parameters()) if "implicit" in kw else [])
-    out = _run(kw, f, g, y0, **extra)
-    grads = torch.autograd.grad(_loss(out), params)
-    ref = reference(f, g, y0)
-    ref_grads = torch.autograd.grad(_loss(ref), params)
-    assert (out - ref).abs().max() < 1e-10
-    for a, b in zip(grads, ref_grads):
-        assert float((a - b).norm() / b.norm()) < 1e-8
+from helpers import assert_matches_central_differences, central_difference
+from implicit_cases import (CASES, DT, MASS, STEP, STEPS, T_OUT, Dae, loss_of, run_case, setup_models,
+                            check_against_reference, rober)
+from reference_implicit import theta_solve
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_gradient_equals_autograd_through_same_scheme(case):
-    check_against_reference(case)
+    check_against_reference(case)  # jacobian="auto" (every kind: tests/test_assembled.py)
 
 
 @pytest.mark.parametrize("case", ["cn", "imex-l2"])
 def test_gradient_central_differences(case):
     kw, _ = CASES[case]
-    f, g, y0 = _setup()
+    f, g, y0 = setup_models()
     target = g.k if "implicit" in kw else f.net[0].bias
-    out = _run(kw, f, g, y0)
-    gy0, gp = torch.autograd.grad(_loss(out), [y0, target])
-    eps = 1e-6
+    out = run_case(kw, f, g, y0, jacobian="matrix-free")
+    gy0, gp = torch.autograd.grad(loss_of(out), [y0, target])
     for tensor, grad, idx in ((y0, gy0, (1, 0)), (target, gp, (1,))):
-        with torch.no_grad():
-            tensor[idx] += eps
-            up = _loss(_run(kw, f, g, y0))
-            tensor[idx] -= 2 * eps
-            down = _loss(_run(kw, f, g, y0))
-            tensor[idx] += eps
-        fd = float((up - down) / (2 * eps))
-        assert abs(fd - float(grad[idx])) <= 1e-6 * max(1.0, abs(fd))
-
-
-def rober(t, y):
-    y1, y2, y3 = y[0], y[1], y[2]
-    return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 ** 2, 3e7 * y2 ** 2])
+        assert_matches_central_differences(lambda: loss_of(run_case(kw, f, g, y0, jacobian="matrix-free")), tensor,
+                                           grad, [idx], eps=1e-6, rtol=1e-6)
 
 
 def test_rober_matches_scipy_bdf():
@@ -122,21 +42,6 @@ def test_rober_matches_scipy_bdf():
     assert float(((out - ref).abs() / scale).max()) < 1e-5
 
 
-class Dae(torch.nn.Module):
-    """y1' = -k y1 + y2,  0 = a y1^2 - y2 (index 1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.k = torch.nn.Parameter(torch.tensor(2.0, dtype=DT))
-        self.a = torch.nn.Parameter(torch.tensor(0.5, dtype=DT))
-
-    def forward(self, t, y):
-        return torch.stack([-self.k * y[0] + y[1], self.a * y[0] ** 2 - y[1]])
-
-
-MASS = torch.tensor([1.0, 0.0], dtype=DT)
-
-
 def test_dae_forward_and_gradient():
     dae = Dae()
     y0 = torch.tensor([1.0, 0.5], dtype=DT)
@@ -148,14 +53,11 @@ def test_dae_forward_and_gradient():
     assert float((out - ref).abs().max().detach()) < 1e-10
     rk, ra = torch.autograd.grad(ref[-1, 0] + ref[2, 1], [dae.k, dae.a])
     assert abs(float(gk - rk)) < 1e-9 * abs(float(rk)) and abs(float(ga - ra)) < 1e-9 * abs(float(ra))
-    eps = 1e-6
-    with torch.no_grad():
-        dae.k += eps
-        up = pnode.odeint(dae, y0, T_OUT, method="beuler", step_size=STEP, mass=MASS)
-        dae.k -= 2 * eps
-        down = pnode.odeint(dae, y0, T_OUT, method="beuler", step_size=STEP, mass=MASS)
-        dae.k += eps
-    fd = float(((up[-1, 0] + up[2, 1]) - (down[-1, 0] + down[2, 1])) / (2 * eps))
+    def plain_loss():
+        out = pnode.odeint(dae, y0, T_OUT, method="beuler", step_size=STEP, mass=MASS)
+        return out[-1, 0] + out[2, 1]
+
+    fd = central_difference(plain_loss, dae.k, (), eps=1e-6)
     assert abs(fd - float(gk)) < 1e-6 * abs(fd)
 
 
@@ -166,7 +68,7 @@ def test_dae_inconsistent_initial_condition_raises():
 
 
 def test_configuration_errors():
-    f, g, y0 = _setup()
+    f, g, y0 = setup_models()
     with pytest.raises(pnode.ConfigurationError, match="identity mass"):
         pnode.odeint(f, y0, T_OUT, method="arkimex", mass=torch.ones(6, dtype=DT))
     with pytest.raises(pnode.ConfigurationError, match="arkimex"):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import pnode
+from helpers import central_difference
 
 DT = torch.float64
 MU = 1000.0
@@ -99,14 +100,7 @@ def test_van_der_pol_gradient_wrt_mu_central_differences():
     ref = radau_vdp(WINDOW)
     assert float(((out[-1].detach() - ref[-1]).abs() / ref[-1].abs()).max()) < 1e-4  # the steps resolve it
     (grad,) = torch.autograd.grad(_vdp_loss(out), [vdp.mu])
-    eps = 1e-4 * MU
-    with torch.no_grad():
-        vdp.mu += eps
-        up = _vdp_loss(_vdp_window(vdp))
-        vdp.mu -= 2 * eps
-        down = _vdp_loss(_vdp_window(vdp))
-        vdp.mu += eps
-    fd = float((up - down) / (2 * eps))
+    fd = central_difference(lambda: _vdp_loss(_vdp_window(vdp)), vdp.mu, (), eps=1e-4 * MU)
     assert abs(fd - float(grad)) <= 1e-7 * abs(fd)
 
 
@@ -185,14 +179,7 @@ def test_pendulum_dae_gradient_central_differences():
 
     grads = torch.autograd.grad(loss(_pendulum(p, 0.01, pnode.odeint_adjoint)), [p.g, p.length])
     for param, grad in zip((p.g, p.length), grads):
-        eps = 1e-6 * float(param.detach())
-        with torch.no_grad():
-            param += eps
-            up = loss(_pendulum(p, 0.01))
-            param -= 2 * eps
-            down = loss(_pendulum(p, 0.01))
-            param += eps
-        fd = float((up - down) / (2 * eps))
+        fd = central_difference(lambda: loss(_pendulum(p, 0.01)), param, (), eps=1e-6 * float(param.detach()))
         assert abs(fd - float(grad)) <= 1e-7 * abs(fd)
 
 
