@@ -75,6 +75,16 @@ class Integrator:
         self.comm = setup.comm
         self.guard = guard = CallbackGuard(self.comm)
         self.broken = False  # a solve failed: PETSc's state cannot be trusted, build anew
+        self._owned: list = []  # destroyed with this object (its callbacks refer to it)
+        self._finalizer = weakref.finalize(self, _destroy, self._owned)
+        try:
+            self._build(setup, trajectory, replay)
+        except BaseException:
+            self.destroy()
+            raise
+
+    def _build(self, setup: Setup, trajectory: str | None, replay: bool) -> None:
+        problem, method, guard = self.problem, self.method, self.guard
         P = PETSc()
         n, dev, dt = problem.numel, problem.device, problem.dtype
         self.u = torch.zeros(n, dtype=dt, device=dev)
@@ -82,6 +92,7 @@ class Integrator:
         self._f = torch.zeros(n, dtype=dt, device=dev)
         self.F = as_vec(self._f, self.comm)
         ts = self.ts = P.TS().create(self.comm)
+        self.adopt(ts, self.U, self.F)
         ts.setProblemType(P.TS.ProblemType.NONLINEAR)
         ts.setType(method.ts_type)
         explicit = problem.explicit if method.implicit else problem
@@ -106,6 +117,7 @@ class Integrator:
         self.implicit = None
         if method.implicit:
             self.implicit = ImplicitOperators(problem, self.comm, self.params, guard, setup.jacobian)
+            self.adopt(self.implicit)
             defaults.update(self.implicit.solver_defaults)
             self.implicit.attach(ts, self.F)
         self.views = ViewCache()
@@ -114,6 +126,7 @@ class Integrator:
         self.shells = None
         if trajectory is not None and explicit is not None:
             self.shells = AdjointShells(explicit, self.comm, self.params, self.tape, self.views, guard)
+            self.adopt(self.shells)
             ts.setRHSJacobian(guard.wrap(self.shells.at), self.shells.J, self.shells.J)
             ts.setRHSJacobianP(guard.wrap(self.shells.at_p), self.shells.Jp)
         self._trajectory = {}
@@ -139,8 +152,6 @@ class Integrator:
         self._times: np.ndarray | None = None
         self._on_step = None
         self.last_stats: dict = {}
-        self._owned = [obj for obj in (ts, self.U, self.F, self.shells, self.implicit) if obj is not None]
-        self._finalizer = weakref.finalize(self, _destroy, self._owned)
 
     def _configure(self) -> None:
         """setFromOptions with this object's options. A TSTrajectory reads its options
