@@ -2,6 +2,7 @@
 from .monitor import History
 from .objective import NonFiniteObjectiveError, Objective
 from .tao import LMVM_TYPES, TaoResult, TaoSolver, minimize, tao_reason, tao_types
+from .trust_region import SR1Subproblem, TrustRegion, TrustRegionSettings
 
 __all__ = ["History", "NonFiniteObjectiveError", "Objective", "LMVM_TYPES", "TaoResult", "TaoSolver",
-           "minimize", "tao_reason", "tao_types"]
+           "minimize", "tao_reason", "tao_types", "SR1Subproblem", "TrustRegion", "TrustRegionSettings"]
