@@ -1,8 +1,13 @@
 """pnode.solvers: training solvers on the shared communicator (PETSc TAO, trust regions, RMTR)."""
+from .batches import BatchGrowth, HybridBatches
+from .hierarchy import DepthHierarchy, Hierarchy, ResidualNetwork, mlp_resnet, residual_levels
 from .monitor import History
 from .objective import NonFiniteObjectiveError, Objective
+from .rmtr import RMTR, RMTRSettings
 from .tao import LMVM_TYPES, TaoResult, TaoSolver, minimize, tao_reason, tao_types
-from .trust_region import SR1Subproblem, TrustRegion, TrustRegionSettings
+from .trust_region import SR1Subproblem, TrustRegion, TrustRegionCore, TrustRegionSettings
 
-__all__ = ["History", "NonFiniteObjectiveError", "Objective", "LMVM_TYPES", "TaoResult", "TaoSolver",
-           "minimize", "tao_reason", "tao_types", "SR1Subproblem", "TrustRegion", "TrustRegionSettings"]
+__all__ = ["BatchGrowth", "HybridBatches", "DepthHierarchy", "Hierarchy", "ResidualNetwork", "mlp_resnet",
+           "residual_levels", "History", "NonFiniteObjectiveError", "Objective", "RMTR", "RMTRSettings",
+           "LMVM_TYPES", "TaoResult", "TaoSolver", "minimize", "tao_reason", "tao_types", "SR1Subproblem",
+           "TrustRegion", "TrustRegionCore", "TrustRegionSettings"]

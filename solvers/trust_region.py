@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from pnode.comm import allreduce
 from pnode.errors import ConfigurationError
 from pnode.options import ScopedOptions
 from pnode.params import ParamVec
@@ -37,6 +38,7 @@ from .monitor import History
 from .objective import Evaluator, NonFiniteObjectiveError, Objective, as_param_vec
 
 KSP_TYPES = ("stcg", "gltr", "nash")
+SAME_POINT = 1e-10  # relative distance below which a point repeats the last one
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,15 @@ class SR1Subproblem:
         self.points: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=int(memory) + 1)
 
     def update(self, x, g) -> None:
-        """An accepted point and its gradient (the first call only records them)."""
+        """An accepted point and its gradient (the first call only records them). A point
+        within rounding of the last one is ignored: its pair would be rounding noise, and
+        SR1's skip test on noise decides differently on different numbers of ranks (RMTR
+        restricts a coarse level's last point back onto itself when only its correction
+        was accepted above)."""
+        if self.points:
+            diff = self.pvec.local_of(x, "r") - self.points[-1][0]
+            if allreduce(float(diff @ diff), "sum", self.pvec.mpi) ** 0.5 <= SAME_POINT * max(1.0, x.norm()):
+                return
         self.B.updateLMVM(x, g)
         self.updates += 1
         self.points.append((self.pvec.local_of(x, "r").clone(), self.pvec.local_of(g, "r").clone()))
@@ -184,6 +194,98 @@ class SR1Subproblem:
             obj.destroy()
 
 
+class TrustRegionCore:
+    """The trust-region iteration on one layout: the iterate, its loss and gradient, the
+    radius and an :class:`SR1Subproblem`; shared by :class:`TrustRegion` and every level
+    of ``RMTR``.
+
+    The function minimised is ``m(x) = f(x) + <shift, x - anchor>`` (no shift: ``f``
+    itself; RMTR's coarse models set one with :meth:`set_model`). ``evaluate(X, G)``
+    returns ``f(X)`` and writes ``grad f(X)`` into ``G``; the L-SR1 pairs are those of
+    ``f`` (the shift has no curvature), so they stay valid when the shift changes.
+    """
+
+    def __init__(self, pvec: ParamVec, sub: SR1Subproblem, settings: TrustRegionSettings):
+        self.pvec, self.sub, self.settings = pvec, sub, settings
+        self.radius = settings.delta0
+        self.x, self.g = pvec.pull(pvec.duplicate()), pvec.duplicate()
+        self.loss = math.nan
+        self.shift = self.anchor = None
+        self._offset = 0.0  # <shift, anchor>
+        self._trial, self._trial_g, self._s, self._gm = (pvec.duplicate() for _ in range(4))
+        self.last: dict[str, Any] = {}
+
+    def set_model(self, shift=None, anchor=None) -> None:
+        """Minimise ``f + <shift, x - anchor>`` from now on (None: ``f``). The vectors are
+        copied."""
+        if shift is None:
+            self.shift = self.anchor = None
+            self._offset = 0.0
+            return
+        if self.shift is None:
+            self.shift, self.anchor = self.pvec.duplicate(), self.pvec.duplicate()
+        shift.copy(self.shift)
+        anchor.copy(self.anchor)
+        self._offset = self.shift.dot(self.anchor)
+
+    def model_value(self, loss: float, X) -> float:
+        """``m(X)`` from ``f(X) = loss``."""
+        return loss if self.shift is None else loss + self.shift.dot(X) - self._offset
+
+    def model_gradient(self):
+        """``grad m`` at the iterate (a Vec owned by the core)."""
+        if self.shift is None:
+            return self.g
+        self.g.copy(self._gm)
+        self._gm.axpy(1.0, self.shift)
+        return self._gm
+
+    def start(self, evaluate: Callable) -> float:
+        """Evaluate ``f`` and its gradient at the iterate (raises
+        :class:`NonFiniteObjectiveError` for a non-finite one); the point feeds the SR1
+        matrix."""
+        self.loss = evaluate(self.x, self.g)
+        self.sub.update(self.x, self.g)
+        return self.loss
+
+    def iterate(self, evaluate: Callable, bound: float = math.inf) -> dict[str, Any]:
+        """One trust-region iteration with the radius capped at ``bound``; the report
+        (``rho``, ``accepted``, ``predicted``, ``step_norm``, ``radius``) is also
+        :attr:`last`."""
+        radius = min(self.radius, bound)
+        predicted = self.sub.solve(self.model_gradient(), radius, self._s)
+        return self.try_step(self._s, predicted, evaluate, radius)
+
+    def try_step(self, s, predicted: float, evaluate: Callable, radius: float) -> dict[str, Any]:
+        """Evaluate ``x + s``, accept it when ``rho = (m(x) - m(x + s)) / predicted``
+        exceeds ``rho_tol`` (the pair then updates the SR1 matrix) and update the radius
+        from ``radius``. A non-finite trial loss or gradient gives ``rho = 0``."""
+        self.x.copy(self._trial)
+        self._trial.axpy(1.0, s)
+        try:
+            trial_loss = evaluate(self._trial, self._trial_g)
+        except NonFiniteObjectiveError:
+            trial_loss = math.nan
+        actual = self.model_value(self.loss, self.x) - self.model_value(trial_loss, self._trial)
+        rho = ratio(actual, predicted)
+        accepted = rho > self.settings.rho_tol
+        if accepted:
+            self._trial.copy(self.x)
+            self._trial_g.copy(self.g)
+            self.loss = trial_loss
+            self.sub.update(self.x, self.g)
+        self.radius = self.settings.updated_radius(rho, radius)
+        self.last = {"rho": rho, "accepted": accepted, "predicted": predicted, "step_norm": s.norm(),
+                     "radius": radius}
+        return self.last
+
+    def destroy(self) -> None:
+        self.sub.destroy()
+        for v in (self.x, self.g, self._trial, self._trial_g, self._s, self._gm, self.shift, self.anchor):
+            if v is not None:
+                v.destroy()
+
+
 class TrustRegion:
     """A single-level L-SR1 trust region used like a torch optimiser.
 
@@ -198,74 +300,68 @@ class TrustRegion:
                  settings: TrustRegionSettings | None = None, options_prefix: str | None = None,
                  options: Mapping[str, Any] | None = None, max_krylov: int = 50, reduce: str = "sum"):
         self.pvec = as_param_vec(params, comm)
-        self.settings = settings if settings is not None else TrustRegionSettings()
-        if not isinstance(self.settings, TrustRegionSettings):
-            raise ConfigurationError(f"settings must be a TrustRegionSettings, got {type(self.settings).__name__}")
-        self.sub = SR1Subproblem(self.pvec, memory, ksp_type, max_krylov, ScopedOptions(options_prefix, options))
+        settings = settings if settings is not None else TrustRegionSettings()
+        if not isinstance(settings, TrustRegionSettings):
+            raise ConfigurationError(f"settings must be a TrustRegionSettings, got {type(settings).__name__}")
+        sub = SR1Subproblem(self.pvec, memory, ksp_type, max_krylov, ScopedOptions(options_prefix, options))
+        self.core = TrustRegionCore(self.pvec, sub, settings)
         self.reduce = reduce
         self.evaluator: Evaluator | None = None
-        self.radius = self.settings.delta0
         self.history = History()
         self.iterations = 0
-        self.x, self.g = self.pvec.pull(self.pvec.duplicate()), self.pvec.duplicate()
-        self._trial, self._trial_g, self._s = (self.pvec.duplicate() for _ in range(3))
-        self._loss = math.nan
         self._closure: Callable | None = None
-        self._flat = torch.empty_like(self.pvec.full)
+
+    @property
+    def sub(self) -> SR1Subproblem:
+        return self.core.sub
+
+    @property
+    def settings(self) -> TrustRegionSettings:
+        return self.core.settings
+
+    @property
+    def radius(self) -> float:
+        return self.core.radius
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.core.last
 
     def _evaluator(self, closure: Callable) -> Evaluator:
         if self.evaluator is None or self.evaluator.objective.closure is not closure:
-            known = self.evaluator.calls_backward if self.evaluator is not None else None
-            counts = (self.evaluator.gradients, self.evaluator.values) if self.evaluator is not None else (0, 0)
-            self.evaluator = Evaluator(Objective(closure, reduce=self.reduce), self.pvec)
-            self.evaluator.calls_backward = known
-            self.evaluator.gradients, self.evaluator.values = counts
+            self.evaluator = rebind(self.evaluator, Objective(closure, reduce=self.reduce), self.pvec)
         return self.evaluator
 
     def _current(self, closure: Callable) -> float:
         """Loss and gradient at the iterate (reused when the closure is the one that gave them)."""
         ev = self._evaluator(closure)
-        if closure is not self._closure or not math.isfinite(self._loss):
-            self.pvec.pull(self.x)  # the model may have been changed by the caller
-            self._loss = ev.value_gradient(self.x, self.g)
+        core = self.core
+        if closure is not self._closure or not math.isfinite(core.loss):
+            self.pvec.pull(core.x)  # the model may have been changed by the caller
+            core.loss = ev.value_gradient(core.x, core.g)
             self._closure = closure
             if self.sub.updates == 0:
-                self.sub.update(self.x, self.g)
+                self.sub.update(core.x, core.g)
             if not len(self.history):
-                self.history.append(0, self._loss, self.g.norm(), self.radius, ev.gradients)
-        return self._loss
+                self.history.append(0, core.loss, core.g.norm(), self.radius, ev.gradients)
+        return core.loss
 
     def step(self, closure: Callable[[], torch.Tensor]) -> float:
         """One trust-region iteration; returns the loss at the iterate after it."""
         if not callable(closure):
             raise ConfigurationError("step() needs a closure returning the loss")
-        loss = self._current(closure)
-        ev, prm = self.evaluator, self.settings
-        predicted = self.sub.solve(self.g, self.radius, self._s)
-        self.x.copy(self._trial)
-        self._trial.axpy(1.0, self._s)
-        try:
-            trial_loss = ev.value_gradient(self._trial, self._trial_g)
-        except NonFiniteObjectiveError:
-            trial_loss = math.nan
-        rho = ratio(loss - trial_loss, predicted)
-        accepted = rho > prm.rho_tol
-        if accepted:
-            self._trial.copy(self.x)
-            self._trial_g.copy(self.g)
-            self._loss = trial_loss
-            self.sub.update(self.x, self.g)
-        self.radius = prm.updated_radius(rho, self.radius)
-        ev.push(self.x)  # a rejected trial leaves the model at the iterate
+        self._current(closure)
+        ev, core = self.evaluator, self.core
+        core.iterate(ev.value_gradient)
+        ev.push(core.x)  # a rejected trial leaves the model at the iterate
         self.iterations += 1
-        self.last = {"rho": rho, "accepted": accepted, "predicted": predicted, "step_norm": self._s.norm()}
-        self.history.append(self.iterations, self._loss, self.g.norm(), self.radius, ev.gradients)
-        return self._loss
+        self.history.append(self.iterations, core.loss, core.g.norm(), self.radius, ev.gradients)
+        return core.loss
 
     def state_dict(self) -> dict[str, Any]:
         """Iterate, radius, iteration count, history, settings and the points that rebuild
         the L-SR1 pairs."""
-        return {"solver": "trust_region", "x": self.pvec.to_full(self.x).cpu(), "radius": self.radius,
+        return {"solver": "trust_region", "x": self.pvec.to_full(self.core.x).cpu(), "radius": self.radius,
                 "iterations": self.iterations, "history": self.history.state_dict(),
                 "settings": asdict(self.settings), "sr1_points": self.sub.state_dict()}
 
@@ -275,15 +371,24 @@ class TrustRegion:
         if state.get("solver") != "trust_region" or not isinstance(x, torch.Tensor) or x.numel() != self.pvec.numel:
             raise ConfigurationError(f"this state is not a TrustRegion's for {self.pvec.numel} parameters")
         self.pvec.buffer.assign(x.to(self.pvec.full))
-        self.pvec.pull(self.x)
-        self.radius = float(state["radius"])
+        self.pvec.pull(self.core.x)
+        self.core.radius = float(state["radius"])
         self.iterations = int(state["iterations"])
         self.history.load_state_dict(state["history"])
-        self.settings = TrustRegionSettings(**{f.name: state["settings"][f.name] for f in fields(TrustRegionSettings)})
+        self.core.settings = TrustRegionSettings(**{f.name: state["settings"][f.name]
+                                                    for f in fields(TrustRegionSettings)})
         self.sub.load_state_dict(state["sr1_points"])
-        self._closure, self._loss = None, math.nan
+        self._closure, self.core.loss = None, math.nan
 
     def destroy(self) -> None:
-        self.sub.destroy()
-        for v in (self.x, self.g, self._trial, self._trial_g, self._s):
-            v.destroy()
+        self.core.destroy()
+
+
+def rebind(evaluator: Evaluator | None, objective: Objective, pvec: ParamVec) -> Evaluator:
+    """An evaluator of ``objective`` that keeps ``evaluator``'s counts and what it learned
+    about the closure's style."""
+    new = Evaluator(objective, pvec)
+    if evaluator is not None:
+        new.calls_backward = evaluator.calls_backward
+        new.gradients, new.values = evaluator.gradients, evaluator.values
+    return new

@@ -35,3 +35,14 @@ def assert_matches_central_differences(loss: Callable[[], torch.Tensor | float],
     for index in indices:
         fd = central_difference(loss, tensor, index, eps)
         assert abs(fd - float(grad[index])) <= rtol * max(1.0, abs(fd)), (index, fd, float(grad[index]))
+
+
+def documented_defaults(path, heading: str) -> dict[str, str]:
+    """``name -> default`` from the rows ``| `name` | default | ...`` of the table in the
+    section of a markdown file that starts with ``heading`` (up to the next ``## ``)."""
+    import re
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"^\| `(\w+)` \| ([^ |]+) \|", section, re.M))

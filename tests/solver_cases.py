@@ -41,3 +41,21 @@ def sharded_regression(comm, n: int = 48):
 
 def flat_params(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def resnet_regression(comm, n: int = 48, levels: int = 3, coarse_blocks: int = 3, width: int = 6,
+                      restriction: str = "injection"):
+    """(hierarchy, closure(model)) of MLP residual networks in depth on the regression data
+    of :func:`regression_data`, split over ``comm``'s ranks like :func:`sharded_regression`."""
+    from pnode.solvers import DepthHierarchy, mlp_resnet
+
+    x, y = regression_data(n)
+    part = shard(n, comm)
+    x, y = x[part], y[part]
+    torch.manual_seed(3)
+    models = mlp_resnet(2, width, 1, coarse_blocks, levels, horizon=2.0)
+
+    def closure(model):
+        return 0.5 * ((model(x) - y) ** 2).sum() / n
+
+    return DepthHierarchy(models, comm, restriction=restriction), closure

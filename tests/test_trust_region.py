@@ -1,12 +1,12 @@
 """pnode.solvers.TrustRegion: L-SR1 (MATLMVMSR1) with a Krylov trust-region subproblem."""
 import math
-import re
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import documented_defaults
 from pnode.errors import ConfigurationError
 from pnode.params import ParamVec
 from pnode.solvers import NonFiniteObjectiveError, SR1Subproblem, TrustRegion, TrustRegionSettings
@@ -14,8 +14,8 @@ from solver_cases import DT, flat_params, sharded_regression
 
 
 def test_documented_defaults_equal_the_code():
-    text = (Path(__file__).parents[1] / "docs" / "solvers.md").read_text()
-    documented = {name: float(value) for name, value in re.findall(r"^\| `(\w+)` \| ([-0-9.e]+) \|", text, re.M)}
+    table = documented_defaults(Path(__file__).parents[1] / "docs" / "solvers.md", "## Trust region")
+    documented = {name: float(value) for name, value in table.items()}
     code = TrustRegionSettings()
     assert set(documented) == {f.name for f in fields(code)}
     assert all(documented[f.name] == getattr(code, f.name) for f in fields(code))
