@@ -2,7 +2,8 @@
 
     python benchmarks/run_all.py [--out out/bench] [--mpiexec mpiexec]
 
-About 13 minutes on 2 idle cores (`make bench`: 12.5 min measured). Prints each
+About 15 minutes on 2 idle cores (`make bench`: 12.5 min measured before bench_rmtr.py,
+which adds about 2 min; it needs scikit-learn, the `bench` extra). Prints each
 benchmark's output and wall time; the exit status is non-zero if one fails (the others
 still run). Run on an idle machine: the benchmarks time themselves.
 """
@@ -31,6 +32,8 @@ def commands(out: str, mpiexec: str) -> list[list[str]]:
         [mpiexec, "-n", "1", py, "bench_scaling.py"],
         [mpiexec, "-n", "2", py, "bench_scaling.py"],
         [py, "bench_stiff_imex.py"],
+        [py, "bench_rmtr.py", "--problem", "digits", "--out", out],
+        [py, "bench_rmtr.py", "--problem", "regression", "--out", out],
     ]
 
 
