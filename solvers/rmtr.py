@@ -5,6 +5,7 @@ Public API (``pnode.solvers``)::
     opt = RMTR(hierarchy, rmtr=RMTRSettings(cycle="V"), settings=TrustRegionSettings(), memory=10,
                ksp_type="stcg", options_prefix="rmtr_", options=None)
     loss = opt.step(closure)         # one V- or W-cycle; closure(model) -> this rank's loss
+    loss = opt.nested_iteration(closure, cycles=10)   # optional start from the coarsest level
     opt.radius, opt.history, opt.gradient_evaluations, opt.log, opt.state_dict(), opt.load_state_dict(s)
 
 Every level is a :class:`TrustRegionCore` (the iteration of ``TrustRegion``: L-SR1
@@ -158,6 +159,31 @@ class RMTR:
             if not len(self.history):
                 self.history.append(0, fine.loss, fine.g.norm(), fine.radius, self.gradient_evaluations)
         return fine.loss
+
+    def nested_iteration(self, closure: Callable[[torch.nn.Module], torch.Tensor], cycles: int = 10) -> float:
+        """Start on the coarsest level (nested iteration): the finest model's parameters
+        are restricted down to level 0; then each level below the finest runs ``cycles``
+        cycles on its own loss (over the levels beneath it) and its iterate is prolongated
+        to the next level. The finest model gets the result; returns its loss there. The
+        evaluations count in :attr:`gradient_evaluations`."""
+        if int(cycles) < 1:
+            raise ConfigurationError(f"nested_iteration needs cycles >= 1, got {cycles}")
+        H, cores = self.hierarchy, self.cores
+        self._closure = closure
+        H.pvecs[-1].pull(cores[-1].x)
+        for level in range(len(cores) - 1, 0, -1):
+            H.restrict(level, cores[level].x, cores[level - 1].x)
+        for level in range(len(cores) - 1):
+            core = cores[level]
+            core.set_model(None)
+            core.radius = core.settings.delta0
+            core.start(self.evaluators[level].value_gradient)
+            for _ in range(int(cycles)):
+                self._cycle(level, math.inf)
+            H.prolong(level + 1, core.x, cores[level + 1].x)
+        self.evaluators[-1].push(cores[-1].x)
+        self._closure, cores[-1].loss = None, math.nan
+        return self.prepare(closure)
 
     # -- the recursion ---------------------------------------------------------------------
 

@@ -153,3 +153,24 @@ def test_bad_configurations_are_named():
         opt.load_state_dict({"solver": "trust_region"})
     opt.destroy()
     H.destroy()
+
+
+def test_nested_iteration_trains_upwards_and_prolongates_each_level():
+    H, closure = resnet_regression(None, levels=3)
+    fine = H.models[-1]
+    initial = float(closure(fine).detach())
+    opt = RMTR(H)
+    loss = opt.nested_iteration(closure, cycles=4)
+    # the finest model holds P applied to level 1's trained iterate
+    x1 = H.pvecs[1].to_full(opt.cores[1].x)
+    assert torch.allclose(flat_params(fine), H.matrix(2) @ x1, rtol=0, atol=1e-15)
+    assert loss == pytest.approx(float(closure(fine).detach()), rel=1e-14) and loss < 0.5 * initial
+    # the coarse levels were trained, the finest level only evaluated at the result
+    assert opt.evaluators[0].gradients > 4 and opt.evaluators[2].gradients == 1
+    assert opt.gradient_evaluations == sum(ev.gradients * c for ev, c in zip(opt.evaluators, opt.costs))
+    assert opt.history["gradients"] == [opt.gradient_evaluations]
+    assert opt.step(closure) <= loss
+    with pytest.raises(ConfigurationError, match="cycles >= 1"):
+        opt.nested_iteration(closure, cycles=0)
+    opt.destroy()
+    H.destroy()
