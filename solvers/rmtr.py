@@ -169,20 +169,22 @@ class RMTR:
         if int(cycles) < 1:
             raise ConfigurationError(f"nested_iteration needs cycles >= 1, got {cycles}")
         H, cores = self.hierarchy, self.cores
-        self._closure = closure
-        H.pvecs[-1].pull(cores[-1].x)
-        for level in range(len(cores) - 1, 0, -1):
-            H.restrict(level, cores[level].x, cores[level - 1].x)
-        for level in range(len(cores) - 1):
-            core = cores[level]
-            core.set_model(None)
-            core.radius = core.settings.delta0
-            core.start(self.evaluators[level].value_gradient)
-            for _ in range(int(cycles)):
-                self._cycle(level, math.inf)
-            H.prolong(level + 1, core.x, cores[level + 1].x)
-        self.evaluators[-1].push(cores[-1].x)
-        self._closure, cores[-1].loss = None, math.nan
+        self._closure, self.log = closure, []
+        try:
+            H.pvecs[-1].pull(cores[-1].x)
+            for level in range(len(cores) - 1, 0, -1):
+                H.restrict(level, cores[level].x, cores[level - 1].x)
+            for level in range(len(cores) - 1):
+                core = cores[level]
+                core.set_model(None)
+                core.radius = core.settings.delta0
+                core.start(self.evaluators[level].value_gradient)
+                for _ in range(int(cycles)):
+                    self._cycle(level, math.inf)
+                H.prolong(level + 1, core.x, cores[level + 1].x)
+            self.evaluators[-1].push(cores[-1].x)
+        finally:  # the finest level is evaluated afresh (also after a fault on a coarse level)
+            self._closure, cores[-1].loss = None, math.nan
         return self.prepare(closure)
 
     # -- the recursion ---------------------------------------------------------------------
