@@ -36,8 +36,8 @@ class Config:
     width: int = 6
     samples: int = 64
     speed: float = 1.0
-    T: float = 1.0
-    rk4_steps: int = 100
+    T: float = 0.5
+    rk4_steps: int = 50
     rtol: float = 1e-7
     regularization: float = 1e-10
     fit_iters: int = 100
@@ -114,7 +114,7 @@ def recover_speed(problem: GalerkinProblem, theta0: torch.Tensor, cfg: Config, x
     solver = TaoSolver([speed], loss, tao_type="lmvm", progress=True, options={"tao_gatol": 1e-12})
     solver.solve(max_it=cfg.inverse_iters)
     solver.destroy()
-    return float(speed)
+    return float(speed.detach())
 
 
 def run(cfg: Config, out: Path | None = None) -> dict:

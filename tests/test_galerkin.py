@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pnode
-from galerkin_cases import EVAL, SMALL, final_loss, ga
+from galerkin_cases import SMALL, final_loss, ga
 from helpers import central_difference, rel_error
 from pnode.pinn.galerkin import GalerkinProblem, PeriodicFeatures
 
@@ -75,20 +75,27 @@ def test_advection_example_fits_to_rounding_and_marches_to_the_exact_shift(tmp_p
     assert (tmp_path / "galerkin_advection.png").stat().st_size > 10_000
 
 
-def test_adjoint_gradient_matches_central_differences():
+# Crank-Nicolson: Newton on theta' = solve(M, F) with the dense Jacobian (autograd through
+# the torch.func derivatives); tight Newton tolerances (the adjoint is exact for the
+# converged steps), a full-step line search (the default one stalls at 1e-14)
+NEWTON = {"snes_rtol": 1e-12, "snes_atol": 1e-13, "snes_linesearch_type": "basic"}
+
+
+@pytest.mark.parametrize("method,options", [("rk4", None), ("cn", NEWTON)])
+def test_adjoint_gradient_matches_central_differences(method, options):
     # SMALL's Tikhonov shift (1e-6) keeps the solve well conditioned: with 1e-10 the loss
     # carries rounding noise of ~1e-11 (cond(M + eps I) ~ 1e10) and central differences
     # cannot resolve 1e-6; the adjoint then still equals backpropagation through rk4
     problem = ga.build(SMALL)
     theta0 = problem.flat().requires_grad_()
-    loss = final_loss(problem, theta0, SMALL, pnode.odeint_adjoint)
+    loss = final_loss(problem, theta0, SMALL, pnode.odeint_adjoint, method, options)
     loss.backward()
     speed = problem.rhs.speed
     assert speed.grad is not None and theta0.grad is not None
 
     def plain():
         with torch.no_grad():
-            return final_loss(problem, theta0, SMALL, pnode.odeint)
+            return final_loss(problem, theta0, SMALL, pnode.odeint, method, options)
 
     checks = [(speed, (), speed.grad)] + [(theta0, (i,), theta0.grad) for i in (0, 5, problem.numel - 1)]
     for tensor, index, grad in checks:
