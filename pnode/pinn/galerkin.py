@@ -29,6 +29,7 @@ import math
 from typing import Callable, Mapping
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.func import functional_call, jacfwd, jacrev, vmap
 
 from pnode.comm import allreduce_sum_, as_mpi_comm, shard
@@ -70,7 +71,9 @@ class _SumOverRanks(torch.autograd.Function):
 
 class _Replicated(torch.autograd.Function):
     """Forward: the tensors as they are (replicated on every rank). Backward: each
-    rank's share of their gradients summed over the ranks (one Allreduce)."""
+    rank's share of their gradients summed over the ranks (one Allreduce); once
+    differentiable, and not under batched VJPs (pnode's dense Jacobians of implicit
+    methods), which raise :class:`ConfigurationError`."""
 
     @staticmethod
     def forward(ctx, comm, *tensors):
@@ -79,10 +82,20 @@ class _Replicated(torch.autograd.Function):
         return tuple(t.view_as(t) for t in tensors)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, *grads):
         parts = [torch.zeros(s, dtype=d, device=v) if g is None else g.reshape(s)
                  for g, (s, d, v) in zip(grads, ctx.shapes)]
-        flat = allreduce_sum_(torch.cat([p.reshape(-1) for p in parts]), ctx.comm)
+        flat = torch.cat([p.reshape(-1) for p in parts])
+        try:
+            allreduce_sum_(flat, ctx.comm)
+        except RuntimeError as exc:
+            if "Batching rule" not in str(exc):
+                raise
+            raise ConfigurationError(
+                "a GalerkinProblem on several ranks supports explicit methods only: the "
+                "Jacobians of implicit methods come from batched VJPs, which cannot carry "
+                "its Allreduce") from None
         out, off = [], 0
         for p in parts:
             out.append(flat[off:off + p.numel()].view_as(p))

@@ -1,5 +1,6 @@
 """Under mpiexec -n 2: neural-Galerkin marching with the sample points split over the ranks
 gives the trajectory and the adjoint gradients of one rank."""
+import pytest
 import torch
 from mpi4py import MPI
 
@@ -31,3 +32,10 @@ def test_split_samples_give_the_trajectory_and_gradients_of_one_rank():
     assert float((path - ref_path).abs().max()) <= 1e-9 * scale
     assert abs(float(dspeed - ref_dspeed)) <= 1e-9 * abs(float(ref_dspeed))
     assert float((dtheta - ref_dtheta).norm()) <= 1e-9 * float(ref_dtheta.norm())
+
+
+def test_implicit_methods_on_several_ranks_raise_on_every_rank():
+    problem = ga.build(SMALL, WORLD)
+    theta0 = problem.flat().requires_grad_()
+    with pytest.raises(pnode.ConfigurationError, match="explicit methods only"):
+        final_loss(problem, theta0, SMALL, pnode.odeint_adjoint, "cn")
