@@ -30,6 +30,27 @@ _SCRIPTS = {
         pnode.odeint(f, torch.ones(3, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64),
                      method="rk4", step_size=0.1, comm=MPI.COMM_WORLD)
     """,
+    # a neural-Galerkin right-hand side that raises on one rank (caught there) while the
+    # other sums M and F
+    "galerkin": """
+        import torch, pnode
+        from mpi4py import MPI
+        from pnode.pinn import GalerkinProblem, PeriodicFeatures
+        rank = MPI.COMM_WORLD.Get_rank()
+        def rhs(t, x, u, du, d2u):
+            if rank == 1:
+                raise ValueError("rank one broke")
+            return -du.reshape(-1)
+        net = torch.nn.Sequential(PeriodicFeatures(1.0), torch.nn.Linear(2, 1)).double()
+        points = (torch.arange(8, dtype=torch.float64) / 8)[rank::2]
+        problem = GalerkinProblem(net, rhs, points, derivatives=1, regularization=1e-8, comm=MPI.COMM_WORLD)
+        try:  # a training loop that skips a bad batch: rank 0 would wait in the sums forever
+            pnode.odeint(problem, problem.flat(), torch.tensor([0.0, 0.1], dtype=torch.float64),
+                         method="rk4", step_size=0.05)
+        except ValueError:
+            pass
+        MPI.COMM_WORLD.Barrier()
+    """,
 }
 
 

@@ -32,7 +32,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.func import functional_call, jacfwd, jacrev, vmap
 
-from pnode.comm import allreduce_sum_, as_mpi_comm, shard
+from pnode.comm import abort_on_error, allreduce_sum_, as_mpi_comm, shard
 from pnode.errors import ConfigurationError
 from pnode.params import ParamBuffer
 
@@ -210,6 +210,20 @@ class GalerkinProblem(torch.nn.Module):
         if several:
             theta, *values = _Replicated.apply(self.mpi, theta, *(p for _, p in coeffs))
             coeffs = [(n, v) for (n, _), v in zip(coeffs, values)]
+        if several:
+            try:
+                sums = self._local_sums(t, theta, coeffs)
+            except BaseException as exc:  # the other ranks would wait in the Allreduce below
+                abort_on_error(self.mpi, exc)
+            sums = _SumOverRanks.apply(sums, self.mpi)
+        else:
+            sums = self._local_sums(t, theta, coeffs)
+        sums = sums / self.total
+        p = self.numel
+        return sums[:p * p].view(p, p), sums[p * p:]
+
+    def _local_sums(self, t: torch.Tensor, theta: torch.Tensor, coeffs) -> torch.Tensor:
+        """This rank's ``[sum J^T J, sum J^T f]`` over its own samples, flattened."""
         jac, u, du, d2u = self._fields(theta)
         if coeffs:
             f = functional_call(self.rhs, dict(coeffs), (t, self.points, u, du, d2u))
@@ -218,12 +232,7 @@ class GalerkinProblem(torch.nn.Module):
         if not isinstance(f, torch.Tensor) or f.numel() != u.numel():
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
             raise ConfigurationError(f"rhs must return one value per point ({u.numel()}), got {shape}")
-        sums = torch.cat([(jac.T @ jac).reshape(-1), jac.T @ f.reshape(-1)])
-        if several:
-            sums = _SumOverRanks.apply(sums, self.mpi)
-        sums = sums / self.total
-        p = self.numel
-        return sums[:p * p].view(p, p), sums[p * p:]
+        return torch.cat([(jac.T @ jac).reshape(-1), jac.T @ f.reshape(-1)])
 
     def forward(self, t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """``theta'`` at ``(t, theta)``."""
