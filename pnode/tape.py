@@ -82,7 +82,10 @@ class StageTape:
     and recording pauses once the next graph would not fit, so later stages are
     re-evaluated by their VJPs. ``comm``: on several ranks a lookup succeeds only where it
     succeeds on every rank (one small Allreduce), because re-evaluating ``f`` may itself
-    be collective (a ghost exchange) and must then happen everywhere.
+    be collective (a ghost exchange) and must then happen everywhere. A right-hand side
+    that refuses the saved-tensor hooks the measurement uses (``torch.func`` transforms
+    inside it, as in neural-Galerkin problems) is not recorded under a cap
+    (:attr:`unmeasurable`): its VJPs re-evaluate it.
     """
 
     def __init__(self, comm=None, max_bytes: int | None = None):
@@ -90,9 +93,12 @@ class StageTape:
         self.recording = False
         self.max_bytes = max_bytes
         self.entry_bytes: int | None = None
+        self.unmeasurable = False
         self._mpi = comm.tompi4py() if comm is not None and comm.getSize() > 1 else None
 
     def _full(self) -> bool:
+        if self.max_bytes is not None and self.unmeasurable:
+            return True
         if self.max_bytes is None or self.entry_bytes is None:
             return False
         return (len(self.entries) + 1) * self.entry_bytes > self.max_bytes
@@ -106,7 +112,13 @@ class StageTape:
         with torch.enable_grad():
             leaf = x.detach().clone().requires_grad_(True)
             if self.entry_bytes is None and self.max_bytes is not None:
-                out, saved = _with_saved_bytes(rhs, t, leaf)
+                try:
+                    out, saved = _with_saved_bytes(rhs, t, leaf)
+                except RuntimeError as exc:
+                    if "saved tensor hooks" not in str(exc):
+                        raise
+                    self.unmeasurable = True
+                    return rhs(t, x)
                 self.entry_bytes = saved + leaf.nbytes + out.nbytes
                 if self._full():
                     return out.detach()

@@ -1,0 +1,286 @@
+"""Neural-Galerkin time marching: the parameters of a network follow the Dirac-Frenkel
+condition, integrated by PETSc TS like any pnode right-hand side.
+
+The solution of ``u_t = f(t, x, u, u_x, u_xx)`` is sought as ``u(x, t) = U(x; theta(t))``
+with ``theta`` a flat parameter vector, and ``theta`` solves the ODE
+
+    M(theta) theta' = F(t, theta),  M = mean_x grad_theta U grad_theta U^T,
+                                    F = mean_x grad_theta U f(t, x, U, U_x, U_xx)
+
+over fixed sample points ``x``. :class:`GalerkinProblem` is that right-hand side as a
+torch module, ``theta' = solve(M, F)`` (Tikhonov-regularised or pseudo-inverse), so
+``pnode.odeint`` / ``pnode.odeint_adjoint`` / ``NeuralODE`` march ``theta`` with any
+explicit TS method and the discrete adjoint differentiates a loss on ``U(., theta(T))``
+with respect to ``theta(0)`` and the parameters of ``f`` (PDE coefficients).
+
+Per-sample Jacobians ``grad_theta U`` and the spatial derivatives come from
+``torch.func`` (``vmap`` of ``jacrev``/``jacfwd``) and stay differentiable, so the
+adjoint's vector-Jacobian products differentiate through them.
+
+Ranks: the sample points are split over ``comm``; each rank sums its samples' shares
+of ``M`` and ``F`` and one Allreduce per evaluation adds them (in the backward pass one
+Allreduce adds the ranks' shares of the gradient). ``theta`` is replicated and every
+rank runs the same TS on its own process (the reduced ``M`` and ``F`` are equal on
+every rank, so the steps are too).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import torch
+from torch.autograd.function import once_differentiable
+from torch.func import functional_call, jacfwd, jacrev, vmap
+
+from pnode.comm import allreduce_sum_, as_mpi_comm, shard
+from pnode.errors import ConfigurationError
+from pnode.params import ParamBuffer
+
+SOLVES = ("tikhonov", "pinv")
+
+
+class PeriodicFeatures(torch.nn.Module):
+    """``x -> [cos(2 pi k x_j / L), sin(2 pi k x_j / L)]`` for ``k = 1..modes``: a network
+    built on these features is exactly periodic with period ``L`` in every coordinate."""
+
+    def __init__(self, period: float, modes: int = 1):
+        super().__init__()
+        if not period > 0 or modes < 1:
+            raise ConfigurationError(f"need period > 0 and modes >= 1, got {period!r}, {modes!r}")
+        self.period, self.modes = float(period), int(modes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = torch.arange(1, self.modes + 1, dtype=x.dtype, device=x.device)
+        phase = (2 * math.pi / self.period) * x.unsqueeze(-1) * k
+        return torch.cat([phase.cos(), phase.sin()], dim=-1).flatten(-2)
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """Forward: the sum over the ranks of this rank's tensor. Backward: the incoming
+    gradient as it is (the gradient of a replicated loss with respect to one rank's
+    share); :class:`_Replicated` completes the sum over ranks on the way back."""
+
+    @staticmethod
+    def forward(ctx, local, comm):
+        return allreduce_sum_(local.detach().clone(), comm)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+class _Replicated(torch.autograd.Function):
+    """Forward: the tensors as they are (replicated on every rank). Backward: each
+    rank's share of their gradients summed over the ranks (one Allreduce); once
+    differentiable, and not under batched VJPs (pnode's dense Jacobians of implicit
+    methods), which raise :class:`ConfigurationError`."""
+
+    @staticmethod
+    def forward(ctx, comm, *tensors):
+        ctx.comm = comm
+        ctx.shapes = [(t.shape, t.dtype, t.device) for t in tensors]
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        parts = [torch.zeros(s, dtype=d, device=v) if g is None else g.reshape(s)
+                 for g, (s, d, v) in zip(grads, ctx.shapes)]
+        flat = torch.cat([p.reshape(-1) for p in parts])
+        try:
+            allreduce_sum_(flat, ctx.comm)
+        except RuntimeError as exc:
+            if "Batching rule" not in str(exc):
+                raise
+            raise ConfigurationError(
+                "a GalerkinProblem on several ranks supports explicit methods only: the "
+                "Jacobians of implicit methods come from batched VJPs, which cannot carry "
+                "its Allreduce") from None
+        out, off = [], 0
+        for p in parts:
+            out.append(flat[off:off + p.numel()].view_as(p))
+            off += p.numel()
+        return (None, *out)
+
+
+class GalerkinProblem(torch.nn.Module):
+    """``theta' = solve(M(theta), F(t, theta))``: the neural-Galerkin right-hand side.
+
+    ``net`` maps points ``(n, d)`` to values ``(n, 1)`` or ``(n,)``; its parameters give
+    the layout of ``theta`` (:meth:`flat`) and are never changed by marching (``theta``
+    is the state; only :meth:`fit` writes them). ``rhs(t, x, u, du, d2u)`` is the PDE's
+    right-hand side on a batch of points: ``x`` ``(n, d)``, ``u`` ``(n,)``, ``du`` and
+    ``d2u`` ``(n, d)`` (first and unmixed second derivatives; ``derivatives`` says how
+    many ``rhs`` needs: 0, 1 or 2, the others are None). A ``rhs`` that is an
+    ``nn.Module`` is registered: its parameters (PDE coefficients) get gradients from
+    ``odeint_adjoint``. ``points`` ``(N, d)`` (or ``(N,)`` in 1-D) are the fixed sample
+    points, split over ``comm``'s ranks (default: one process).
+
+    The solve: ``solve="tikhonov"`` takes ``(M + eps I) theta' = F`` with
+    ``eps = regularization * trace(M) / P`` (``P`` parameters; a relative shift, so the
+    scale of ``U`` does not matter); ``solve="pinv"`` takes the pseudo-inverse of ``M``
+    with eigenvalues below ``cutoff * lambda_max`` discarded (its derivative treats the
+    kept rank as fixed). With ``regularization=0`` a numerically singular ``M``
+    (``lambda_min <= P * eps_machine * lambda_max``) raises :class:`ConfigurationError`.
+    """
+
+    def __init__(self, net: torch.nn.Module, rhs: Callable, points: torch.Tensor, *,
+                 solve: str = "tikhonov", regularization: float = 0.0, cutoff: float = 1e-12,
+                 derivatives: int = 2, comm=None):
+        super().__init__()
+        if not isinstance(net, torch.nn.Module):
+            raise ConfigurationError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+        if not callable(rhs):
+            raise ConfigurationError(f"rhs must be callable as rhs(t, x, u, du, d2u), got {type(rhs).__name__}")
+        if solve not in SOLVES:
+            raise ConfigurationError(f"solve must be one of {SOLVES}, got {solve!r}")
+        if not (regularization >= 0 and math.isfinite(regularization)) or not 0 < cutoff < 1:
+            raise ConfigurationError(
+                f"need regularization >= 0 and 0 < cutoff < 1, got {regularization!r}, {cutoff!r}")
+        if derivatives not in (0, 1, 2):
+            raise ConfigurationError(f"derivatives must be 0, 1 or 2, got {derivatives!r}")
+        points = points.reshape(-1, 1) if points.ndim == 1 else points
+        if points.ndim != 2 or points.shape[0] == 0:
+            raise ConfigurationError(f"points must be (N, d) with N > 0, got shape {tuple(points.shape)}")
+        self._net = (net,)  # a template for functional calls, not a submodule (no adjoint parameters)
+        named = [(n, p) for n, p in net.named_parameters()]
+        self._names = [n for n, _ in named]
+        self._layout = ParamBuffer([p for _, p in named])
+        self.rhs = rhs
+        self.solve, self.regularization, self.cutoff = solve, float(regularization), float(cutoff)
+        self.derivatives = derivatives
+        self.mpi = as_mpi_comm(comm)
+        self.total = int(points.shape[0])
+        self.points = points[shard(self.total, self.mpi)].detach()
+        self.evaluations = 0
+
+    # -- the layout of theta ------------------------------------------------------------
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self._net[0]
+
+    @property
+    def numel(self) -> int:
+        """``P``, the number of entries of ``theta``."""
+        return self._layout.numel
+
+    def flat(self) -> torch.Tensor:
+        """The network's current parameters as one flat ``theta`` (a detached copy)."""
+        p0 = self._layout.params[0]
+        return self._layout.pack_values(torch.empty(self.numel, dtype=p0.dtype, device=p0.device))
+
+    def _params(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self._names, self._layout.unpack(theta)))
+
+    def solution(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``U(x; theta)`` at points ``x`` ``(n, d)`` (or ``(n,)``): values ``(n,)``,
+        differentiable in ``theta``."""
+        x = x.reshape(-1, 1) if x.ndim == 1 else x
+        return functional_call(self.net, self._params(theta), (x,)).reshape(x.shape[0])
+
+    # -- M and F ------------------------------------------------------------------------
+
+    def _fields(self, theta: torch.Tensor):
+        """This rank's per-sample ``grad_theta U`` ``(n, P)``, ``U``, ``U_x``, ``U_xx``."""
+        def value(xi, th):
+            return functional_call(self.net, self._params(th), (xi.unsqueeze(0),)).reshape(())
+
+        x = self.points
+        jac = vmap(jacrev(value, argnums=1), in_dims=(0, None))(x, theta)
+        u = self.solution(theta, x)
+        du = d2u = None
+        if self.derivatives >= 1:
+            du = vmap(jacrev(value, argnums=0), in_dims=(0, None))(x, theta)
+        if self.derivatives == 2:
+            d2u = vmap(jacfwd(jacrev(value, argnums=0), argnums=0), in_dims=(0, None))(x, theta)
+            d2u = d2u.diagonal(dim1=-2, dim2=-1)
+        return jac, u, du, d2u
+
+    def _coefficients(self) -> list[tuple[str, torch.Tensor]]:
+        if not isinstance(self.rhs, torch.nn.Module):
+            return []
+        return [(n, p) for n, p in self.rhs.named_parameters() if p.requires_grad]
+
+    def mass_and_force(self, t: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``M(theta)`` ``(P, P)`` and ``F(t, theta)`` ``(P,)``, means over all ranks'
+        samples (one Allreduce), differentiable in ``theta`` and in ``rhs``'s parameters."""
+        coeffs = self._coefficients()
+        several = self.mpi.Get_size() > 1
+        if several:
+            theta, *values = _Replicated.apply(self.mpi, theta, *(p for _, p in coeffs))
+            coeffs = [(n, v) for (n, _), v in zip(coeffs, values)]
+        jac, u, du, d2u = self._fields(theta)
+        if coeffs:
+            f = functional_call(self.rhs, dict(coeffs), (t, self.points, u, du, d2u))
+        else:
+            f = self.rhs(t, self.points, u, du, d2u)
+        if not isinstance(f, torch.Tensor) or f.numel() != u.numel():
+            shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+            raise ConfigurationError(f"rhs must return one value per point ({u.numel()}), got {shape}")
+        sums = torch.cat([(jac.T @ jac).reshape(-1), jac.T @ f.reshape(-1)])
+        if several:
+            sums = _SumOverRanks.apply(sums, self.mpi)
+        sums = sums / self.total
+        p = self.numel
+        return sums[:p * p].view(p, p), sums[p * p:]
+
+    def forward(self, t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """``theta'`` at ``(t, theta)``."""
+        self.evaluations += 1
+        mass, force = self.mass_and_force(t, theta)
+        return self.velocity(mass, force)
+
+    def velocity(self, mass: torch.Tensor, force: torch.Tensor) -> torch.Tensor:
+        """The regularised least-squares solution of ``mass @ v = force``."""
+        p = self.numel
+        if self.solve == "pinv":
+            return torch.linalg.pinv(mass, rtol=self.cutoff, hermitian=True) @ force
+        if self.regularization > 0:
+            shift = self.regularization * torch.diagonal(mass).sum() / p
+            mass = mass + shift * torch.eye(p, dtype=mass.dtype, device=mass.device)
+        else:
+            self._check_regular(mass)
+        return torch.linalg.solve(mass, force)
+
+    def _check_regular(self, mass: torch.Tensor) -> None:
+        ev = torch.linalg.eigvalsh(mass.detach())
+        top = float(ev[-1])
+        if not float(ev[0]) > self.numel * torch.finfo(mass.dtype).eps * top:
+            rank = int((ev > self.numel * torch.finfo(mass.dtype).eps * top).sum())
+            raise ConfigurationError(
+                f"the neural-Galerkin mass matrix M(theta) is singular (numerical rank {rank} of "
+                f"{self.numel}; eigenvalues from {float(ev[0]):.3g} to {top:.3g}) and no "
+                "regularisation was given: pass regularization= (Tikhonov) or solve='pinv'")
+
+    # -- the initial condition ----------------------------------------------------------
+
+    def fit(self, u0: Callable[[torch.Tensor], torch.Tensor], *, max_it: int = 100,
+            options: Mapping | None = None, options_prefix: str = "galerkin_fit_", progress: bool = False):
+        """Fit the network to ``u0`` at the sample points by Levenberg-Marquardt (TAO
+        ``brgn`` with ``lm`` regularisation through :class:`pnode.solvers.TaoSolver`; the
+        residual rows, split over the ranks, with an assembled Jacobian: samples x ``P``);
+        returns ``(theta0, TaoResult)``. It stops when the loss ``0.5 mean (U - u0)^2``
+        falls below ``1e-20`` (``tao_fmin``) or the gradient below ``1e-15``; the damping
+        weight is ``1e-3`` (``tao_brgn_regularizer_weight``). The fit is a nonconvex
+        least-squares problem: from some initial networks it stops in a local minimum, so
+        check ``TaoResult.loss``. ``options`` reach TAO under ``options_prefix`` and win
+        over these."""
+        from pnode.solvers import Objective, TaoSolver
+
+        target = u0(self.points).reshape(-1).detach()
+        scale = 1.0 / math.sqrt(self.total)
+
+        def residual():
+            return (self.net(self.points).reshape(-1) - target) * scale
+
+        opts = {"tao_gatol": 1e-15, "tao_grtol": 0.0, "tao_gttol": 0.0, "tao_fmin": 1e-20,
+                "tao_brgn_regularization_type": "lm", "tao_brgn_regularizer_weight": 1e-3,
+                **(options or {})}
+        solver = TaoSolver(self.net, Objective(residual=residual, jacobian="dense"), tao_type="brgn",
+                           comm=self.mpi, options=opts, options_prefix=options_prefix, progress=progress)
+        try:
+            result = solver.solve(max_it=max_it)
+        finally:
+            solver.destroy()
+        return self.flat(), result
