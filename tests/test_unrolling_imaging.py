@@ -6,7 +6,8 @@ import math
 import torch
 
 from pnode.distributed import create_dmda
-from pnode.solvers.unrolling import (PatchPrior, as_operator, gaussian_blur, gaussian_kernel,
+from pnode.distributed import laplacian
+from pnode.solvers.unrolling import (PatchPrior, as_operator, gaussian_blur, gaussian_kernel, laplacian_matrix,
                                      piecewise_smooth_image, ray_sum)
 from pnode.startup import PETSc
 
@@ -59,3 +60,11 @@ def test_patch_prior_is_the_zero_padded_convolution():
     conv1, conv2 = prior.net[0], prior.net[2]
     ref = conv2(torch.relu(conv1(torch.nn.functional.pad(x, (2,) * 4))))
     assert torch.allclose(prior(v), ref.reshape(3, 90), rtol=1e-13, atol=1e-14)
+
+
+def test_laplacian_matrix_is_the_stencil_of_pnode_stencils():
+    img = piecewise_smooth_image(11, 2)
+    da = create_dmda((11, 11), stencil_width=1, boundary="ghosted", comm=PETSc().COMM_SELF)
+    got = as_operator(laplacian_matrix(da))(img.reshape(1, -1)).view(11, 11)
+    ref = -laplacian(torch.nn.functional.pad(img, (1, 1, 1, 1)), 1.0, 1, 2)
+    assert torch.allclose(got, ref, rtol=1e-14, atol=1e-14)

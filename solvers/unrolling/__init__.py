@@ -7,7 +7,8 @@ the shared History/Progress plumbing. See docs/unrolling.md.
 """
 from .coherence import analytic_weight, mutual_coherence
 from .equilibrium import Equilibrium, ProximalStep
-from .imaging import gaussian_blur, gaussian_kernel, piecewise_smooth_image, ray_sum
+from .imaging import (gather_images, gaussian_blur, gaussian_kernel, laplacian_matrix, owned_part,
+                      piecewise_smooth_image, ray_sum, stencil_matrix)
 from .lista import ALISTA, LISTA, LISTACP, LISTACPSS, TiLISTA, support_schedule
 from .metrics import nmse_db, psnr
 from .operators import Operator, PetscOperator, TensorOperator, as_operator
@@ -19,7 +20,7 @@ from .unrolled import ALGORITHMS, IterationParameter, Unrolled, conjugate_gradie
 
 __all__ = [
     "analytic_weight", "mutual_coherence", "Equilibrium", "ProximalStep", "gaussian_blur",
-    "gaussian_kernel", "piecewise_smooth_image", "ray_sum", "ALISTA", "LISTA", "LISTACP", "LISTACPSS", "TiLISTA",
+    "gather_images", "gaussian_kernel", "laplacian_matrix", "owned_part", "piecewise_smooth_image", "ray_sum", "stencil_matrix", "ALISTA", "LISTA", "LISTACP", "LISTACPSS", "TiLISTA",
     "support_schedule", "nmse_db", "psnr", "Operator", "PetscOperator", "TensorOperator",
     "as_operator", "PatchPrior", "L2Ball", "Box", "Learned", "Prox", "SoftThreshold",
     "SupportSelection", "as_prox", "soft_threshold", "bernoulli_gaussian", "gaussian_dictionary", "measurements", "Trainer", "ALGORITHMS",

@@ -4,6 +4,9 @@
   columns laid out like the DMDA's global vectors, so a rank's image part is its owned
   patch); outside the domain the image is zero (``boundary="ghosted"``) or wraps
   (``"periodic"``).
+* :func:`laplacian_matrix`, :func:`stencil_matrix`: the 5-point Laplacian (Tikhonov's
+  regulariser) and any square stencil, the same way.
+* :func:`owned_part`, :func:`gather_images`: images to and from a rank's owned part.
 * :func:`piecewise_smooth_image`: a generated test image (smooth background, constant
   rectangles and discs).
 * :func:`ray_sum`: line integrals of the image along parallel rays at several angles (a
@@ -22,6 +25,7 @@ import math
 import numpy as np
 import torch
 
+from pnode.comm import as_mpi_comm
 from pnode.errors import ConfigurationError
 from pnode.startup import PETSc
 
@@ -38,25 +42,41 @@ def gaussian_kernel(sigma: float, radius: int) -> np.ndarray:
 def gaussian_blur(da, sigma: float, radius: int | None = None):
     """The AIJ matrix of a Gaussian blur of width ``sigma`` (pixels) truncated at
     ``radius`` (default: the DMDA's stencil width, which must be at least ``radius``)."""
-    if da.getDim() != 2 or da.getDof() != 1:
-        raise ConfigurationError("the blur works on a 2-D DMDA with one degree of freedom")
-    width = da.getStencilWidth()
-    radius = width if radius is None else int(radius)
-    if radius > width:
-        raise ConfigurationError(f"a blur of radius {radius} needs a DMDA stencil width >= {radius}, got {width}")
+    radius = da.getStencilWidth() if radius is None else int(radius)
     g = gaussian_kernel(sigma, radius)
-    weights = np.outer(g, g).reshape(-1)
+    return stencil_matrix(da, np.outer(g, g))
+
+
+def laplacian_matrix(da):
+    """The AIJ matrix of the 5-point negative Laplacian (in pixel units) on a DMDA: zero
+    outside a ``"ghosted"`` domain (Dirichlet), wrap-around for ``"periodic"``."""
+    return stencil_matrix(da, np.array([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]]))
+
+
+def stencil_matrix(da, weights: np.ndarray):
+    """The AIJ matrix of a ``(2r+1) x (2r+1)`` stencil (``weights[dy + r, dx + r]``) on a 2-D
+    DMDA whose stencil width is at least ``r``; rows and columns in the DMDA's layout."""
+    if da.getDim() != 2 or da.getDof() != 1:
+        raise ConfigurationError("stencil matrices work on a 2-D DMDA with one degree of freedom")
+    weights = np.asarray(weights, dtype=np.float64)
+    radius = (weights.shape[0] - 1) // 2
+    if weights.shape != (2 * radius + 1, 2 * radius + 1):
+        raise ConfigurationError(f"a stencil must be square of odd size, got {weights.shape}")
+    if radius > da.getStencilWidth():
+        raise ConfigurationError(f"a stencil of radius {radius} needs a DMDA stencil width >= {radius}, "
+                                 f"got {da.getStencilWidth()}")
+    P = PETSc()
     (xs, xe), (ys, ye) = da.getRanges()
-    (gx, gy), (gnx, _) = da.getGhostCorners()[0][:2], da.getGhostCorners()[1][:2]
+    (gx, gy), (gnx, _) = da.getGhostCorners()
     jj, ii = np.meshgrid(np.arange(ys, ye), np.arange(xs, xe), indexing="ij")
     dj, di = np.meshgrid(np.arange(-radius, radius + 1), np.arange(-radius, radius + 1), indexing="ij")
-    local = lambda j, i: (j - gy) * gnx + (i - gx)  # noqa: E731  (index in the ghosted patch)
-    rows = local(jj, ii).reshape(-1, 1).astype(PETSc().IntType)
-    cols = local(jj.reshape(-1, 1) + dj.reshape(1, -1), ii.reshape(-1, 1) + di.reshape(1, -1))
+    rows = ((jj - gy) * gnx + (ii - gx)).reshape(-1, 1)  # indices in the ghosted patch
+    cols = (jj.reshape(-1, 1) + dj.reshape(1, -1) - gy) * gnx + (ii.reshape(-1, 1) + di.reshape(1, -1) - gx)
+    values = weights.reshape(-1)
     mat = da.createMat()
-    mat.setOption(PETSc().Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
-    for r, c in zip(rows, cols.astype(PETSc().IntType)):
-        mat.setValuesLocal(r, c, weights)  # ghost points outside a "ghosted" domain map to -1: dropped
+    mat.setOption(P.Mat.Option.NEW_NONZERO_ALLOCATION_ERR, True)
+    for r, c in zip(rows.astype(P.IntType), cols.astype(P.IntType)):
+        mat.setValuesLocal(r, c, values)  # ghost points outside a "ghosted" domain map to -1: dropped
     mat.assemble()
     return mat
 
@@ -142,3 +162,20 @@ def piecewise_smooth_image(n: int, seed: int = 0) -> torch.Tensor:
         img = torch.where((X - cx) ** 2 + (Y - cy) ** 2 < (0.25 * r) ** 2,
                           torch.rand(1, generator=g, dtype=torch.float64), img)
     return img.clamp(0, 1)
+
+
+def owned_part(da, images: torch.Tensor) -> torch.Tensor:
+    """This rank's part of images ``(..., ny, nx)``, flat in the DMDA's layout ``(..., n_owned)``."""
+    (xs, xe), (ys, ye) = da.getRanges()
+    return images[..., ys:ye, xs:xe].reshape(*images.shape[:-2], -1).contiguous()
+
+
+def gather_images(da, local: torch.Tensor) -> torch.Tensor:
+    """The whole images ``(batch, ny, nx)`` from every rank's owned parts (on every rank; collective)."""
+    nx, ny = da.getSizes()
+    local = local.detach().reshape(-1, local.shape[-1])
+    full = torch.zeros(local.shape[0], ny, nx, dtype=local.dtype)
+    (xs, xe), (ys, ye) = da.getRanges()
+    for (x0, x1, y0, y1), part in as_mpi_comm(da.getComm()).allgather(((xs, xe, ys, ye), local.cpu())):
+        full[:, y0:y1, x0:x1] = part.view(-1, y1 - y0, x1 - x0)
+    return full

@@ -92,7 +92,7 @@ class Trainer:
                 if self.reducer is None:
                     loss = self.loss(x, y, layers)
                     loss.backward()
-                    value = float(loss)
+                    value = float(loss.detach())
                 else:
                     with self.reducer.guard():
                         loss = self.loss(x, y, layers)

@@ -9,26 +9,13 @@ from mpi4py import MPI
 
 from pnode.distributed import create_dmda
 from pnode.solvers.unrolling import (ALISTA, Learned, PatchPrior, Trainer, Unrolled, analytic_weight,
-                                     as_operator, gaussian_blur, piecewise_smooth_image, ray_sum)
+                                     as_operator, gather_images, gaussian_blur, owned_part,
+                                     piecewise_smooth_image, ray_sum)
 from pnode.startup import PETSc
 from unrolling_cases import aij, local_cols, local_rows, sparse_problem
 
 WORLD = MPI.COMM_WORLD
 N = 16
-
-
-def owned(da, full: torch.Tensor) -> torch.Tensor:
-    """This rank's part of images ``(..., N, N)``, flat in the DMDA's layout."""
-    (xs, xe), (ys, ye) = da.getRanges()
-    return full[..., ys:ye, xs:xe].reshape(*full.shape[:-2], -1).contiguous()
-
-
-def gathered(da, local: torch.Tensor, comm) -> torch.Tensor:
-    (xs, xe), (ys, ye) = da.getRanges()
-    full = torch.zeros(local.shape[0], N, N, dtype=local.dtype)
-    for (r, part) in comm.allgather(((xs, xe, ys, ye), local.detach())):
-        full[:, r[2]:r[3], r[0]:r[1]] = part.view(-1, r[3] - r[2], r[1] - r[0])
-    return full
 
 
 def deblurring(comm):
@@ -42,9 +29,9 @@ def deblurring(comm):
     def sample(batch, generator):
         seed = int(torch.randint(0, 2 ** 31, (1,), generator=generator))
         imgs = torch.stack([piecewise_smooth_image(N, seed + b) for b in range(batch)])
-        x = owned(da, imgs)
+        x = owned_part(da, imgs)
         noise = 0.01 * torch.randn(imgs.shape, generator=generator, dtype=torch.float64)
-        return x, op(x) + owned(da, noise)
+        return x, op(x) + owned_part(da, noise)
 
     trainer = Trainer(net, sample, steps=3, batch=2, lr=1e-3, decays=(1.0,), layerwise=False,
                       progress=False, comm=comm)
@@ -52,7 +39,7 @@ def deblurring(comm):
     x, y = sample(2, torch.Generator().manual_seed(9))
     with torch.no_grad():
         out = net(y)
-    return gathered(da, out, comm), torch.tensor(trainer.history["loss"])
+    return gather_images(da, out), torch.tensor(trainer.history["loss"])
 
 
 def test_deblurring_on_two_ranks_equals_one_rank():
@@ -87,6 +74,6 @@ def test_ray_sum_on_two_ranks_equals_one_rank():
     for comm in (WORLD, MPI.COMM_SELF):
         da = create_dmda((N, N), stencil_width=1, boundary="ghosted", comm=comm)
         op = as_operator(ray_sum(da, angles, detectors=20))
-        proj = op(owned(da, img[None]))
+        proj = op(owned_part(da, img[None]))
         out.append(torch.cat(comm.allgather(proj.detach()), dim=-1))
     assert torch.allclose(out[0], out[1], rtol=1e-13, atol=1e-15)
