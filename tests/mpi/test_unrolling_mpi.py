@@ -1,14 +1,16 @@
 """Under mpiexec -n 2: unrolled networks on operators split over the ranks give what one
 rank gives. A deblurring PGD with a learned patch prior (DMDA blur, ghost exchange),
 trained a few steps, agrees with the one-rank run to 1e-10; ALISTA with support
-selection on an AIJ split by rows, and the ray-sum operator, too."""
+selection on an AIJ split by rows, ADMM and Chambolle-Pock (reductions over the ranks),
+and the ray-sum operator, too."""
 import math
 
 import torch
 from mpi4py import MPI
 
 from pnode.distributed import create_dmda
-from pnode.solvers.unrolling import (ALISTA, Learned, PatchPrior, Trainer, Unrolled, analytic_weight,
+from pnode.comm import allreduce_sum_
+from pnode.solvers.unrolling import (ALISTA, Box, L2Ball, Learned, PatchPrior, Trainer, Unrolled, analytic_weight,
                                      as_operator, gather_images, gaussian_blur, owned_part,
                                      piecewise_smooth_image, ray_sum)
 from pnode.startup import PETSc
@@ -77,3 +79,27 @@ def test_ray_sum_on_two_ranks_equals_one_rank():
         proj = op(owned_part(da, img[None]))
         out.append(torch.cat(comm.allgather(proj.detach()), dim=-1))
     assert torch.allclose(out[0], out[1], rtol=1e-13, atol=1e-15)
+
+
+def admm_and_primal_dual(comm):
+    """Outputs and scalar gradients of ADMM (CG x-update: dots over the ranks) and
+    Chambolle-Pock with an l2-ball prox (a norm over the ranks) on the blur."""
+    da = create_dmda((N, N), stencil_width=2, boundary="ghosted", comm=comm)
+    op = as_operator(gaussian_blur(da, 1.0))
+    x = owned_part(da, piecewise_smooth_image(N, 5)[None])
+    y = op(x)
+    results = []
+    for net in (Unrolled(op, "admm", 3, prox=Box(0, 1), cg_iterations=4, lipschitz=1.0),
+                Unrolled(op, "chambolle-pock", 4, prox=L2Ball(5.0, comm=op.comm), lipschitz=1.0)):
+        out = net(y)
+        loss = ((out - x) ** 2).sum()  # this rank's share; the total is the ranks' sum
+        grads = torch.autograd.grad(loss, list(net.parameters()), allow_unused=True)  # projections: no weight
+        grad = torch.cat([g.reshape(-1) for g in grads if g is not None])
+        results.append((gather_images(da, out), allreduce_sum_(grad, op.comm)))
+    return results
+
+
+def test_admm_and_chambolle_pock_on_two_ranks_equal_one_rank():
+    for (out, grad), (ref, ref_grad) in zip(admm_and_primal_dual(WORLD), admm_and_primal_dual(MPI.COMM_SELF)):
+        assert float((out - ref).abs().max()) <= 1e-12
+        assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)
