@@ -64,8 +64,9 @@ def main():
     parser.add_argument("--train-n", type=int, default=48)
     parser.add_argument("--noise", type=float, default=0.01)
     parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=100, help="training steps per learning rate (two rates)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per learning rate (two rates)")
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--test", type=int, default=4, help="test images")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
@@ -82,7 +83,7 @@ def main():
         seeds = torch.randint(1000, 2 ** 30, (batch,), generator=generator)
         return data(da_train, op_train, args.train_n, seeds.tolist(), args.noise, generator)
 
-    trainer = Trainer(net, sample, steps=args.steps, batch=args.batch, lr=2e-3, decays=(1.0, 0.2),
+    trainer = Trainer(net, sample, steps=args.steps, batch=args.batch, lr=args.lr, decays=(1.0, 0.2),
                       layerwise=False, checkpoint=os.path.join(args.out, "deblur.pt"), checkpoint_every=25,
                       progress=not args.quiet, comm=comm if comm.Get_size() > 1 else None)
     trainer.fit()
