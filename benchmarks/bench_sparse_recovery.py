@@ -4,12 +4,13 @@ LISTA-CP, LISTA-CPSS and ALISTA.
 A is 250 x 500 Gaussian with unit-norm columns, x Bernoulli-Gaussian (p = 0.1), 16
 layers, 1000 test vectors, noiseless and at SNR 40 dB. The learned networks are trained
 layer-wise (pnode.solvers.unrolling.Trainer: stage t trains the first t layers at
-lr, lr/5, lr/50 for --steps (ALISTA) or --steps-matrix (LISTA, LISTA-CP) steps each) on fresh batches of 128; LISTA-CPSS starts from
-the trained ALISTA (W_k = gamma_k W, its thresholds) and is then trained end to end.
+lr, lr/5, lr/50 for --steps (ALISTA) or --steps-matrix (LISTA, LISTA-CP) steps each) on
+fresh batches of 128; LISTA-CPSS starts from the trained ALISTA (W_k = gamma_k W, its
+thresholds) and is then trained end to end (--steps-cpss at lr and lr/5).
 Every training run is checkpointed in --out and resumes. Prints a table and the training
 times; writes nmse_<case>.json and nmse_<case>.png.
 
-    python benchmarks/bench_sparse_recovery.py --out out/sparse --steps 50 --steps-matrix 30
+    python benchmarks/bench_sparse_recovery.py --out out/sparse --steps 50 --steps-cpss 50 --steps-matrix 10
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def run_case(snr, args):
         cpss.W.copy_(alista.gamma.value.view(-1, 1, 1) * W.unsqueeze(0))
         cpss.theta.value.copy_(alista.theta.value)
     seconds["LISTA-CPSS"] = train("cpss", cpss, sample, args.out, case, lr=1e-5, seed=11, layerwise=False,
-                                  decays=(1.0, 0.2), **{**common, "steps": 3 * args.steps})
+                                  decays=(1.0, 0.2), **{**common, "steps": args.steps_cpss})
     curves["LISTA-CPSS"] = per_layer(cpss, y_test, x_test)
     for name, net in (("LISTA-CP", LISTACP(A, LAYERS)), ("LISTA", LISTA(A, LAYERS, tied=True))):
         seconds[name] = train(name.lower(), net, sample, args.out, case, lr=5e-4, seed=12,
@@ -98,9 +99,10 @@ def plot(case, curves, out):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/sparse")
-    parser.add_argument("--steps", type=int, default=50, help="ALISTA's steps per learning rate and stage "
-                        "(LISTA-CPSS: 3x this, end to end, at two learning rates)")
-    parser.add_argument("--steps-matrix", type=int, default=30,
+    parser.add_argument("--steps", type=int, default=50, help="ALISTA's steps per learning rate and stage")
+    parser.add_argument("--steps-cpss", type=int, default=50,
+                        help="LISTA-CPSS's end-to-end steps per learning rate (two rates)")
+    parser.add_argument("--steps-matrix", type=int, default=10,
                         help="LISTA's and LISTA-CP's steps per learning rate and stage")
     parser.add_argument("--weight", type=float, default=0.1, help="lambda of ISTA/FISTA")
     parser.add_argument("--snr", default="none,40", help="comma-separated cases: none or an SNR in dB")

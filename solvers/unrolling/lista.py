@@ -49,14 +49,14 @@ def dense_matrix(op: Operator) -> torch.Tensor:
 class _SparseNet(torch.nn.Module):
     """Layers ``x <- prox_k(update_k(x, y), theta_k)``; thresholds start at ``weight / L``."""
 
-    def __init__(self, A, layers: int, weight: float, support: list[float] | None, tied_theta: bool = False):
+    def __init__(self, A, layers: int, weight: float, support: list[float] | None):
         super().__init__()
         if layers < 1:
             raise ConfigurationError(f"a LISTA network needs layers >= 1, got {layers}")
         self.op = as_operator(A)
         self.layers = layers
         self.L = self.op.lipschitz()
-        self.theta = IterationParameter(weight / self.L, layers, tied_theta, dtype=self.op.dtype)
+        self.theta = IterationParameter(weight / self.L, layers, dtype=self.op.dtype)
         comm = self.op.comm
         self.proxes = torch.nn.ModuleList(
             [SupportSelection(f, comm) for f in support] if support is not None

@@ -67,6 +67,8 @@ class Algorithm:
 
 
 class ProximalGradient(Algorithm):
+    """ISTA / proximal gradient."""
+
     @staticmethod
     def parameters(L: float, weight: float) -> dict[str, float]:
         return {"step": 1.0 / L, "weight": weight}
@@ -77,6 +79,8 @@ class ProximalGradient(Algorithm):
 
 
 class FISTA(ProximalGradient):
+    """Proximal gradient at Nesterov's extrapolated point."""
+
     def start(self, op, y, x0):
         return {"x": x0, "z": x0, "t": 1.0}
 
@@ -88,6 +92,8 @@ class FISTA(ProximalGradient):
 
 
 class ADMM(Algorithm):
+    """ADMM on ``x = z`` with the x-update by unrolled CG."""
+
     def __init__(self, cg_iterations: int = 10):
         if cg_iterations < 1:
             raise ConfigurationError(f"ADMM needs cg_iterations >= 1, got {cg_iterations}")
@@ -113,6 +119,8 @@ class ADMM(Algorithm):
 
 
 class ChambollePock(Algorithm):
+    """The primal-dual iteration with the dual prox of ``0.5||. - y||^2`` in closed form."""
+
     @staticmethod
     def parameters(L: float, weight: float) -> dict[str, float]:
         s = 0.99 / math.sqrt(L)
