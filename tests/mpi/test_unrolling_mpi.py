@@ -1,7 +1,8 @@
 """Under mpiexec -n 2: unrolled networks on operators split over the ranks give what one
 rank gives. A deblurring PGD with a learned patch prior (DMDA blur, ghost exchange),
 trained a few steps, agrees with the one-rank run to 1e-10; ALISTA with support
-selection on an AIJ split by rows, ADMM and Chambolle-Pock (reductions over the ranks),
+selection on an AIJ split by rows, ADMM and Chambolle-Pock (reductions over the ranks), the
+deep-equilibrium fixed point (SNES on the split Vec) with its implicit gradient,
 and the ray-sum operator, too."""
 import math
 
@@ -10,7 +11,7 @@ from mpi4py import MPI
 
 from pnode.distributed import create_dmda
 from pnode.comm import allreduce_sum_
-from pnode.solvers.unrolling import (ALISTA, Box, L2Ball, Learned, PatchPrior, Trainer, Unrolled, analytic_weight,
+from pnode.solvers.unrolling import (ALISTA, Box, Equilibrium, L2Ball, Learned, ProximalStep, PatchPrior, Trainer, Unrolled, analytic_weight,
                                      as_operator, gather_images, gaussian_blur, owned_part,
                                      piecewise_smooth_image, ray_sum)
 from pnode.startup import PETSc
@@ -103,3 +104,21 @@ def test_admm_and_chambolle_pock_on_two_ranks_equal_one_rank():
     for (out, grad), (ref, ref_grad) in zip(admm_and_primal_dual(WORLD), admm_and_primal_dual(MPI.COMM_SELF)):
         assert float((out - ref).abs().max()) <= 1e-12
         assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)
+
+
+def equilibrium(comm):
+    """The fixed point and the implicit gradient of a LASSO step on a split AIJ."""
+    A, x, y = sparse_problem(30, 40, batch=2, p=0.1)
+    mat = aij(A, PETSc().COMM_WORLD if comm is WORLD else PETSc().COMM_SELF)
+    step = ProximalStep(mat, "soft", weight=0.1, lipschitz=float(torch.linalg.matrix_norm(A, 2)) ** 2)
+    deq = Equilibrium(step, solver="anderson", gradient="implicit", rtol=1e-13, atol=1e-13, max_it=1000)
+    out = deq(local_rows(mat, y))
+    loss = ((out - local_cols(mat, x)) ** 2).sum()  # this rank's share
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(step.parameters()))])
+    return torch.cat(comm.allgather(out.detach()), dim=-1), allreduce_sum_(grad, step.op.comm)
+
+
+def test_equilibrium_on_two_ranks_equals_one_rank():
+    (out, grad), (ref, ref_grad) = equilibrium(WORLD), equilibrium(MPI.COMM_SELF)
+    assert float((out - ref).abs().max()) <= 1e-10
+    assert torch.allclose(grad, ref_grad, rtol=1e-7, atol=1e-12)
