@@ -4,7 +4,7 @@ gradients approach it with more steps, and a non-converging iteration raises."""
 import pytest
 import torch
 
-from pnode import ConvergenceError
+from pnode import ConfigurationError, ConvergenceError
 from pnode.solvers.unrolling import Equilibrium, Learned, ProximalStep, Unrolled
 from helpers import assert_matches_central_differences
 from unrolling_cases import sparse_problem
@@ -89,3 +89,9 @@ def test_non_convergence_names_iterations_and_residual():
     deq = Equilibrium(step, solver="picard", max_it=20)
     with pytest.raises(ConvergenceError, match=r"did not converge: \d+ iterations, residual"):
         deq(y)
+    bad = y.clone()
+    bad[1, 2] = float("inf")
+    with pytest.raises(ConfigurationError, match="non-finite"):
+        deq(bad)
+    with pytest.raises(ConfigurationError, match="initial guess x0 must have"):
+        deq(y, torch.zeros(3, 41, dtype=torch.float64))

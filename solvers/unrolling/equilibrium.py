@@ -88,6 +88,11 @@ class Equilibrium(torch.nn.Module):
         self.residual = float("nan")
 
     def forward(self, y: torch.Tensor, x0: torch.Tensor | None = None) -> torch.Tensor:
+        op = getattr(self.step, "op", None)
+        if op is not None:
+            op.check_measurements(y)
+            if x0 is not None:
+                op.check_signal(x0, "the initial guess x0")
         x0 = y.new_zeros(*y.shape[:-1], self.step.n_local) if x0 is None else x0
         x_star = self.solve(y.detach(), x0.detach())
         if self.gradient == "phantom":
