@@ -202,6 +202,28 @@ def allreduce_sum_(x: torch.Tensor, comm) -> torch.Tensor:
     return x
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """``x`` summed over the ranks; the backward sums the incoming gradients the same way
+    (every rank's loss depends on the sum, and the total loss is the ranks' sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, comm) -> torch.Tensor:
+        ctx.comm = comm
+        return allreduce_sum_(x.detach().clone().contiguous(), comm)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return _SumOverRanks.apply(grad, ctx.comm), None
+
+
+def sum_over_ranks(x: torch.Tensor, comm) -> torch.Tensor:
+    """``x`` summed over the ranks of ``comm``, differentiable (any number of times): the
+    gradient of a total loss that is the sum of the ranks' losses. ``x`` itself on one rank."""
+    if as_mpi_comm(comm).Get_size() == 1:
+        return x
+    return _SumOverRanks.apply(x, comm)
+
+
 def reduce_scatter_sum(full: torch.Tensor, counts: Sequence[int], out: torch.Tensor, comm) -> None:
     """``out`` = this rank's block (``counts[rank]`` entries) of the sum over ranks of the
     flat ``full`` (one MPI_Reduce_scatter; host staging for CUDA tensors)."""

@@ -56,7 +56,7 @@ def create_dmda(sizes: Sequence[int], *, stencil_width: int = 1, boundary: str =
     return da
 
 
-class _Halo:
+class Halo:
     """The ghost exchange of one DMDA on tensors.
 
     PETSc's own DMGlobalToLocal, applied once at construction to the owner rank and the
@@ -168,7 +168,7 @@ class DMDAProblem(torch.nn.Module):
         super().__init__()
         self.da = da
         self.func = func
-        self.halo = _Halo(da)
+        self.halo = Halo(da)
 
     @property
     def state_comm(self):

@@ -19,7 +19,10 @@ from .comm import as_petsc_comm
 from .errors import ConfigurationError
 from .guard import CallbackGuard
 from .startup import PETSc
-from .vec import as_tensor, check_tensor, lent
+from .vec import as_tensor, check_tensor, host_array, lent
+
+# assembled types whose products with a dense block PETSc computes (MatMatMult)
+_BLOCK_TYPES = ("seqaij", "mpiaij", "seqdense", "mpidense")
 
 
 class _LinearApply(torch.autograd.Function):
@@ -51,10 +54,12 @@ class MatOperator:
     size; leading dimensions are a batch, one product each) and returns ``(..., m_local)``;
     ``op(x, transpose=True)`` is ``A^T x``. Gradients flow to ``x`` (the Mat is fixed).
     ``transpose_available=False`` (a shell without ``multTranspose``) makes any use that
-    needs the transpose raise a clear error instead of a PETSc one.
+    needs the transpose raise a clear error instead of a PETSc one. A batch of CPU vectors
+    on an assembled Mat (AIJ, dense) is one ``MatMatMult`` / ``MatTransposeMatMult`` with a
+    dense block on the batch's memory (``batched=False``: one product per vector).
     """
 
-    def __init__(self, mat, transpose_available: bool = True):
+    def __init__(self, mat, transpose_available: bool = True, batched: bool = True):
         P = PETSc()
         if not isinstance(mat, P.Mat):
             raise ConfigurationError(f"MatOperator needs a petsc4py Mat, got {type(mat).__name__}")
@@ -62,6 +67,7 @@ class MatOperator:
         (self.m, self.M), (self.n, self.N) = mat.getSizes()
         self.comm = mat.getComm()
         self.transpose_available = transpose_available
+        self.batched = batched and mat.getType() in _BLOCK_TYPES
         self._x, self._y = mat.createVecs()  # right (columns) and left (rows) layouts
 
     @property
@@ -85,6 +91,8 @@ class MatOperator:
             raise ConfigurationError("this operator has no transpose (MatMultTranspose), which "
                                      "its backward pass (or an algorithm) needs")
         xs = x.detach().reshape(-1, n_in).contiguous()
+        if self.batched and xs.shape[0] > 1 and xs.device.type == "cpu":
+            return self._block_product(xs, transpose).view(*x.shape[:-1], n_out)
         out = torch.empty(xs.shape[0], n_out, dtype=x.dtype, device=x.device)
         src, dst = (self._y, self._x) if transpose else (self._x, self._y)
         product = self.mat.multTranspose if transpose else self.mat.mult
@@ -92,6 +100,28 @@ class MatOperator:
             with lent(src, xs[k]) as X, lent(dst, out[k]) as Y:
                 product(X, Y)
         return out.view(*x.shape[:-1], n_out)
+
+    def _block_product(self, xs: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """``A X`` (or ``A^T X``) for the rows of ``xs`` as the columns of one dense block.
+
+        A row-major ``(batch, n)`` tensor is the column-major ``n x batch`` block PETSc's
+        dense matrices hold, so the block wraps the tensor's memory; the product's block
+        is copied out once."""
+        P = PETSc()
+        batch = xs.shape[0]
+        rows = (self.m, self.M) if transpose else (self.n, self.N)
+        block = P.Mat().createDense((rows, (None, batch)), array=host_array(xs.view(-1), "a block product"),
+                                    comm=self.comm)
+        try:
+            product = self.mat.transposeMatMult(block) if transpose else self.mat.matMult(block)
+        finally:
+            block.destroy()
+        try:
+            n_out = product.getLocalSize()[0]
+            values = product.getDenseArray(readonly=True)  # (n_out, batch), column-major
+            return torch.from_numpy(values.T.reshape(batch, n_out).copy()).to(xs.dtype)
+        finally:
+            product.destroy()
 
     def destroy(self) -> None:
         """Free the work vectors (the Mat stays the caller's)."""

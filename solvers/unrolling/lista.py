@@ -1,0 +1,156 @@
+"""The LISTA family for sparse recovery ``y = A x + noise``, ``x`` sparse.
+
+Every network has :attr:`layers` layers and is called ``net(y, layers=None, every=False)``
+(the first ``layers`` layers only: layer-wise training; ``every=True``: the estimate
+after each layer). ``A`` is a torch matrix or a PETSc Mat (:func:`.operators.as_operator`).
+
+* :class:`LISTA` (Gregor & LeCun): ``x <- eta(W1 y + S x, theta_k)``, ``W1, S`` learned
+  (tied over the layers by default, ``tied=False`` one pair per layer).
+* :class:`LISTACP` (Chen et al., coupled weights): ``x <- eta(x + W_k^T (y - A x), theta_k)``
+  with ``W_k`` learned; :class:`LISTACPSS` adds support selection.
+* :class:`TiLISTA`: one learned ``W``, a learned step ``gamma_k`` per layer.
+* :class:`ALISTA` (Liu et al.): ``W`` computed from ``A`` alone
+  (:func:`.coherence.analytic_weight`), only ``gamma_k, theta_k`` (2K scalars) learned;
+  with support selection by default. Its ``W`` may be a PETSc Mat laid out like ``A``,
+  so ALISTA runs on an operator split over ranks.
+
+Networks with learned matrices hold them as torch tensors, so they need ``A`` whole on
+each rank (a tensor, or a Mat on one rank).
+"""
+from __future__ import annotations
+
+import torch
+
+from pnode.errors import ConfigurationError
+
+from .operators import Operator, as_operator
+from .prox import SoftThreshold, SupportSelection
+from .unrolled import IterationParameter
+
+
+def support_schedule(layers: int, step: float = 0.012, maximum: float = 0.13) -> list[float]:
+    """The fraction of entries trusted per layer: ``min(step * (k + 1), maximum)``
+    (LISTA-CPSS's 1.2% more per layer, up to 13%, for 10% sparse signals)."""
+    return [min(step * (k + 1), maximum) for k in range(layers)]
+
+
+def dense_matrix(op: Operator) -> torch.Tensor:
+    """The whole ``(m, n)`` matrix of an operator held on one rank."""
+    if op.comm is not None and op.comm.Get_size() > 1:
+        raise ConfigurationError(
+            "learned weight matrices are torch tensors held whole on each rank; this operator is "
+            "split over several ranks (use ALISTA, or an Unrolled network, on a distributed operator)")
+    if hasattr(op, "matrix"):
+        return op.matrix
+    with torch.no_grad():
+        return op.forward(torch.eye(op.shape[1], dtype=op.dtype)).T.contiguous()
+
+
+class _SparseNet(torch.nn.Module):
+    """Layers ``x <- prox_k(update_k(x, y), theta_k)``; thresholds start at ``weight / L``."""
+
+    def __init__(self, A, layers: int, weight: float, support: list[float] | None):
+        super().__init__()
+        if layers < 1:
+            raise ConfigurationError(f"a LISTA network needs layers >= 1, got {layers}")
+        self.op = as_operator(A)
+        self.layers = layers
+        self.L = self.op.lipschitz()
+        self.theta = IterationParameter(weight / self.L, layers, dtype=self.op.dtype)
+        comm = self.op.comm
+        self.proxes = torch.nn.ModuleList(
+            [SupportSelection(f, comm) for f in support] if support is not None
+            else [SoftThreshold() for _ in range(layers)])
+
+    def update(self, k: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, y: torch.Tensor, layers: int | None = None, every: bool = False):
+        self.op.check_measurements(y)
+        layers = self.layers if layers is None else layers
+        if not 1 <= layers <= self.layers:
+            raise ConfigurationError(f"layers must lie in [1, {self.layers}], got {layers}")
+        x = y.new_zeros(*y.shape[:-1], self.op.n_local)
+        outputs = []
+        for k in range(layers):
+            x = self.proxes[k](self.update(k, x, y), self.theta(k))
+            outputs.append(x)
+        return outputs if every else x
+
+
+class LISTA(_SparseNet):
+    """``x <- eta(W1 y + S x, theta_k)``, ``W1 = A^T / L``, ``S = I - A^T A / L`` at the start."""
+
+    def __init__(self, A, layers: int = 16, weight: float = 0.1, tied: bool = True):
+        super().__init__(A, layers, weight, None)
+        matrix = dense_matrix(self.op)
+        copies = 1 if tied else layers
+        n = matrix.shape[1]
+        self.tied = tied
+        self.W1 = torch.nn.Parameter((matrix.T / self.L).repeat(copies, 1, 1))
+        eye = torch.eye(n, dtype=matrix.dtype)
+        self.S = torch.nn.Parameter((eye - matrix.T @ matrix / self.L).repeat(copies, 1, 1))
+
+    def update(self, k, x, y):
+        j = 0 if self.tied else k
+        return y @ self.W1[j].T + x @ self.S[j].T
+
+
+class LISTACP(_SparseNet):
+    """``x <- eta(x + W_k^T (y - A x), theta_k)``, ``W_k = A / L`` at the start (ISTA);
+    ``support=`` a list of per-layer fractions for support selection."""
+
+    def __init__(self, A, layers: int = 16, weight: float = 0.1, tied: bool = False,
+                 support: list[float] | None = None):
+        super().__init__(A, layers, weight, support)
+        matrix = dense_matrix(self.op)
+        self.tied = tied
+        self.W = torch.nn.Parameter((matrix / self.L).repeat(1 if tied else layers, 1, 1))
+
+    def update(self, k, x, y):
+        return x + (y - self.op(x)) @ self.W[0 if self.tied else k]
+
+
+class LISTACPSS(LISTACP):
+    """LISTA-CP with support selection (:func:`support_schedule` unless ``support=``)."""
+
+    def __init__(self, A, layers: int = 16, weight: float = 0.1, tied: bool = False,
+                 support: list[float] | None = None):
+        super().__init__(A, layers, weight, tied, support if support is not None else support_schedule(layers))
+
+
+class TiLISTA(_SparseNet):
+    """``x <- eta(x + gamma_k W^T (y - A x), theta_k)`` with one learned ``W`` (start ``A``)
+    and learned steps ``gamma_k`` (start ``1/L``); support selection optional."""
+
+    def __init__(self, A, layers: int = 16, weight: float = 0.1, support: list[float] | None = None):
+        super().__init__(A, layers, weight, support)
+        self.W = torch.nn.Parameter(dense_matrix(self.op).clone())
+        self.gamma = IterationParameter(1.0 / self.L, layers, dtype=self.op.dtype)
+
+    def update(self, k, x, y):
+        return x + self.gamma(k) * ((y - self.op(x)) @ self.W)
+
+
+class ALISTA(_SparseNet):
+    """``x <- eta(x - gamma_k W^T (A x - y), theta_k)`` with ``W`` fixed (a torch matrix,
+    a PETSc Mat laid out like ``A`` or an Operator; :func:`.coherence.analytic_weight`),
+    support selection by default; only ``gamma_k`` (start 1) and ``theta_k`` are learned."""
+
+    def __init__(self, A, W, layers: int = 16, weight: float = 0.1, support: list[float] | None = None,
+                 support_selection: bool = True):
+        if support is None and support_selection:
+            support = support_schedule(layers)
+        super().__init__(A, layers, weight, support)
+        self.W = as_operator(W)
+        if self.W.shape != self.op.shape or self.W.m_local != self.op.m_local or self.W.n_local != self.op.n_local:
+            raise ConfigurationError(
+                f"ALISTA's W must have A's shape and layout: A is {self.op.shape} with local "
+                f"({self.op.m_local}, {self.op.n_local}), W is {self.W.shape} with local "
+                f"({self.W.m_local}, {self.W.n_local})")
+        self.gamma = IterationParameter(1.0, layers, dtype=self.op.dtype)
+        with torch.no_grad():  # thresholds on W's scale: the steps are ~1 instead of ~1/L
+            self.theta.value.mul_(self.L)
+
+    def update(self, k, x, y):
+        return x - self.gamma(k) * self.W.adjoint(self.op(x) - y)

@@ -1,0 +1,82 @@
+"""The LISTA family: ALISTA's analytic weight (PETSc CG) against the dense closed form and
+its constraints, the networks' starting points against ISTA, ALISTA on a PETSc Mat against
+the tensor network, and the trainer (loss goes down; a resumed run equals an unbroken one)."""
+import pytest
+import torch
+
+from pnode import ConfigurationError
+from pnode.solvers.unrolling import (ALISTA, LISTA, LISTACP, LISTACPSS, TiLISTA, Trainer, Unrolled,
+                                     analytic_weight, bernoulli_gaussian, gaussian_dictionary,
+                                     measurements, mutual_coherence, nmse_db, support_schedule)
+from unrolling_cases import aij, sparse_problem
+
+
+def test_analytic_weight_is_the_constrained_minimiser():
+    A, _, _ = sparse_problem(20, 40)
+    W = analytic_weight(A)
+    assert torch.allclose(torch.diagonal(W.T @ A), torch.ones(40, dtype=torch.float64), atol=1e-10)
+    G = A @ A.T
+    ref = torch.linalg.solve(G, A)
+    ref = ref / (ref * A).sum(0, keepdim=True)
+    assert torch.allclose(W, ref, rtol=1e-8, atol=1e-10)
+    assert float((W.T @ A).norm()) < float((A.T @ A).norm())  # lower Frobenius coherence
+    assert mutual_coherence(W, A) < 1.0
+    mat = analytic_weight(aij(A))
+    assert torch.allclose(torch.from_numpy(mat.getDenseArray().copy()), W, rtol=1e-8, atol=1e-10)
+
+
+def test_networks_start_as_ista():
+    A, _, y = sparse_problem()
+    ista = Unrolled(A, "ista", 4, weight=0.1, learn=False)
+    ref = ista(y)
+    for net in (LISTA(A, 4), LISTA(A, 4, tied=False), LISTACP(A, 4), TiLISTA(A, 4)):
+        assert torch.allclose(net(y), ref, rtol=1e-10, atol=1e-12), type(net).__name__
+    assert LISTA(A, 4).W1.shape == (1, 40, 20) and LISTACP(A, 4).W.shape == (4, 20, 40)
+    cpss = LISTACPSS(A, 4)
+    assert [m.fraction for m in cpss.proxes] == support_schedule(4)
+
+
+def test_alista_on_a_petsc_mat_equals_the_tensor_network():
+    A, x, y = sparse_problem()
+    W = analytic_weight(A)
+    nets = [ALISTA(A, W, 5), ALISTA(aij(A), analytic_weight(aij(A)), 5)]
+    assert sum(p.numel() for p in nets[0].parameters()) == 10  # 2K scalars
+    nets[1].load_state_dict(nets[0].state_dict())
+    assert torch.allclose(nets[0](y), nets[1](y), rtol=1e-10, atol=1e-12)
+    g = [torch.autograd.grad(((n(y) - x) ** 2).sum(), list(n.parameters())) for n in nets]
+    for a, b in zip(*g):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ConfigurationError, match="A's shape"):
+        ALISTA(A, W[:, :30], 5)
+
+
+def sampler(A):
+    def sample(batch, generator):
+        x = bernoulli_gaussian(batch, A.shape[1], 0.1, generator)
+        return x, measurements(A, x)
+    return sample
+
+
+def test_trainer_learns_and_resumes(tmp_path):
+    A = gaussian_dictionary(15, 30, torch.Generator().manual_seed(1))
+    x, _ = sampler(A)(200, torch.Generator().manual_seed(2))
+    y = measurements(A, x)
+
+    def trainer(**kwargs):
+        net = ALISTA(A, analytic_weight(A), 3)
+        return net, Trainer(net, sampler(A), steps=10, batch=32, lr=1e-2, progress=False, **kwargs)
+
+    net, whole = trainer()
+    before = nmse_db(net(y), x)
+    history = whole.fit()
+    assert len(history) == whole.total_steps == 3 * 3 * 10
+    assert nmse_db(net(y), x) < before - 3.0
+    path = tmp_path / "ckpt.pt"
+    _, head = trainer(checkpoint=path, checkpoint_every=10)
+    head.fit(until=40)  # stopped in the middle of stage 2
+    assert torch.load(path, weights_only=True)["step"] == 40
+    resumed, tail = trainer(checkpoint=path)
+    tail.fit()
+    assert tail.step == 90 and len(tail.history) == 90
+    assert torch.equal(resumed.gamma.value, net.gamma.value) and torch.equal(resumed.theta.value, net.theta.value)
+    assert tail.history["loss"] == whole.history["loss"]
