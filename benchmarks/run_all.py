@@ -34,6 +34,7 @@ def commands(out: str, mpiexec: str) -> list[list[str]]:
         [py, "bench_stiff_imex.py"],
         [py, "bench_rmtr.py", "--problem", "digits", "--out", out],
         [py, "bench_rmtr.py", "--problem", "regression", "--out", out],
+        [py, "bench_rmtr.py", "--problem", "node", "--out", out],
         [py, "bench_second_order.py", "--out", out],
         [mpiexec, "-n", "1", py, "bench_shared_comm.py", "--out", out],
         [mpiexec, "-n", "2", py, "bench_shared_comm.py", "--out", out],
