@@ -2,8 +2,11 @@
 
     python benchmarks/bench_rmtr.py --problem digits --out out/bench_rmtr
     python benchmarks/bench_rmtr.py --problem regression --out out/bench_rmtr
+    python benchmarks/bench_rmtr.py --problem node --out out/bench_rmtr
 
-Every method starts from the same fine-level parameters and sees the whole training set
+``node`` is the regression with a pnode neural ODE (:class:`EulerNeuralODE`: per-step
+weights, PETSc TS forward Euler, gradients by TSAdjoint) whose levels are step counts
+(:class:`StepCountHierarchy`). Every method starts from the same fine-level parameters and sees the whole training set
 (deterministic full-batch losses, so that every method's curve is one function). The
 cost axis is effective fine-level gradient evaluations (a coarse level's evaluation
 weighs its parameter count over the finest level's) and wall time, both measured in this
@@ -28,15 +31,16 @@ from mpi4py import MPI
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import pnode  # noqa: E402
-from pnode.solvers import (RMTR, DepthHierarchy, Objective, RMTRSettings, TaoSolver, TrustRegion,  # noqa: E402
-                           mlp_resnet)
+from pnode.solvers import (RMTR, DepthHierarchy, EulerNeuralODE, Objective, RMTRSettings,  # noqa: E402
+                           ResidualNetwork, StepCountHierarchy, TaoSolver, TrustRegion, mlp_resnet)
 
 DT = torch.float64
 SELF = MPI.COMM_SELF
 # per problem: the fine network has (coarse_blocks - 1) 2^(levels - 1) + 1 blocks (33, 17);
 # RMTR's cycles are chosen so that its effective gradient evaluations exceed TR's budget
 DEFAULTS = {"digits": {"levels": 4, "coarse_blocks": 5, "width": 16, "tr_iterations": 200, "cycles": 70},
-            "regression": {"levels": 4, "coarse_blocks": 3, "width": 8, "tr_iterations": 300, "cycles": 100}}
+            "regression": {"levels": 4, "coarse_blocks": 3, "width": 8, "tr_iterations": 300, "cycles": 100},
+            "node": {"levels": 4, "coarse_blocks": 3, "width": 8, "tr_iterations": 300, "cycles": 100}}
 
 
 def digits_problem(levels: int, coarse_blocks: int, width: int, weight_decay: float = 1e-3):
@@ -57,12 +61,12 @@ def digits_problem(levels: int, coarse_blocks: int, width: int, weight_decay: fl
     return models, loss, accuracy
 
 
-def regression_problem(levels: int, coarse_blocks: int, width: int):
+def regression_problem(levels: int, coarse_blocks: int, width: int, network=ResidualNetwork):
     g = torch.Generator().manual_seed(1)
     x = 2 * torch.rand(512, 2, generator=g, dtype=DT) - 1
     y = torch.sin(3 * x[:, :1]) * torch.cos(2 * x[:, 1:]) + 0.5 * x[:, :1] * x[:, 1:]
     torch.manual_seed(0)
-    models = mlp_resnet(2, width, 1, coarse_blocks, levels, horizon=2.0)
+    models = mlp_resnet(2, width, 1, coarse_blocks, levels, horizon=2.0, network=network)
 
     def loss(model):
         return 0.5 * ((model(x) - y) ** 2).mean()
@@ -89,7 +93,8 @@ class Curve:
 def run_rmtr(models, loss, cycles: int, args, nested: int = 0) -> Curve:
     """RMTR from the fine parameters, or (``nested`` > 0) after a nested iteration of
     ``nested`` cycles per coarse level (its cost is the curve's first point)."""
-    H = DepthHierarchy(models, comm=SELF, restriction=args.restriction)
+    kind = StepCountHierarchy if isinstance(models[0], EulerNeuralODE) else DepthHierarchy
+    H = kind(models, comm=SELF, restriction=args.restriction)
     opt = RMTR(H, rmtr=RMTRSettings(cycle=args.cycle, pre_smoothing=args.pre_smoothing), memory=args.memory)
     name = f"RMTR ({args.cycle}, {len(models)} levels)" + (f" + nested iteration ({nested})" if nested else "")
     curve = Curve(name)
@@ -166,7 +171,7 @@ def plot(path: Path, curves: list[Curve], title: str) -> None:
 
 def main(argv: list[str]) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--problem", choices=("digits", "regression"), default="digits")
+    p.add_argument("--problem", choices=tuple(DEFAULTS), default="digits")
     for name in ("levels", "coarse-blocks", "width", "tr-iterations", "cycles"):
         p.add_argument(f"--{name}", type=int, default=None, help="default: the problem's in DEFAULTS")
     p.add_argument("--cycle", choices=("V", "W"), default="V")
@@ -184,7 +189,8 @@ def main(argv: list[str]) -> dict:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    make = digits_problem if args.problem == "digits" else regression_problem
+    make = {"digits": digits_problem, "regression": regression_problem,
+            "node": lambda *a: regression_problem(*a, network=EulerNeuralODE)}[args.problem]
     models, loss, accuracy = make(args.levels, args.coarse_blocks, args.width)
     fine0 = copy.deepcopy(models[-1])
     curves, accuracies = [], {}

@@ -2,8 +2,9 @@
 
     python benchmarks/run_all.py [--out out/bench] [--mpiexec mpiexec]
 
-About 15 minutes on 2 idle cores (`make bench`: 12.5 min measured before bench_rmtr.py,
-which adds about 2 min; it needs scikit-learn, the `bench` extra). Prints each
+About 20 minutes on 2 idle cores (`make bench`: 12.5 min measured before bench_rmtr.py,
+which adds about 3.5 min with its neural-ODE problem, and bench_second_order.py and
+bench_shared_comm.py, about 4 min together; bench_rmtr needs scikit-learn, the `bench` extra). Prints each
 benchmark's output and wall time; the exit status is non-zero if one fails (the others
 still run). Run on an idle machine: the benchmarks time themselves.
 """
@@ -34,6 +35,10 @@ def commands(out: str, mpiexec: str) -> list[list[str]]:
         [py, "bench_stiff_imex.py"],
         [py, "bench_rmtr.py", "--problem", "digits", "--out", out],
         [py, "bench_rmtr.py", "--problem", "regression", "--out", out],
+        [py, "bench_rmtr.py", "--problem", "node", "--out", out],
+        [py, "bench_second_order.py", "--out", out],
+        [mpiexec, "-n", "1", py, "bench_shared_comm.py", "--out", out],
+        [mpiexec, "-n", "2", py, "bench_shared_comm.py", "--out", out],
     ]
 
 

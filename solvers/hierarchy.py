@@ -21,6 +21,11 @@ coarse block ``k`` to fine block ``2k`` and gives the new fine block ``2k + 1`` 
 of coarse blocks ``k`` and ``k + 1``; injection takes fine block ``2k``; the stem and the
 head (input and output layers) are shared and copied. Blocks can be anything whose
 parameters have the same shapes in every block (MLP or convolutional).
+
+:class:`StepCountHierarchy` is the same coarsening for :class:`EulerNeuralODE` levels: a
+pnode neural ODE integrated by PETSc TS forward Euler with one block of weights per
+step, whose levels are TS step counts (``L`` and ``2L - 1`` steps); it reuses
+DepthHierarchy's maps unchanged.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import numpy as np
 import torch
 
 from pnode.errors import ConfigurationError
+from pnode.odeint import odeint_adjoint
 from pnode.params import ParamVec
 from pnode.startup import PETSc
 
@@ -202,29 +208,60 @@ class ResidualNetwork(torch.nn.Module):
         return self.head(x)
 
 
+class EulerNeuralODE(ResidualNetwork):
+    """``head(y(L h))`` with ``y(0) = stem(x)`` and ``y' = F_k(y)`` on ``[t_k, t_k + h)``,
+    ``t_k = k h``: a neural ODE with one block of weights per step, solved by
+    :func:`pnode.odeint_adjoint` with PETSc TS forward Euler (``L`` steps of
+    ``h = horizon / (L - 1)`` for ``L`` blocks, block ``k`` acting at ``t_k``, so that the
+    blocks sit on the nodes of ``[0, horizon]`` as a :class:`ResidualNetwork`'s do), its
+    gradients by TSAdjoint. It computes the ResidualNetwork's recursion, through the TS;
+    the stem and head are differentiated by autograd. ``options`` go to the TS."""
+
+    def __init__(self, stem: torch.nn.Module, blocks: Sequence[torch.nn.Module], head: torch.nn.Module,
+                 horizon: float = 1.0, options: dict | None = None):
+        super().__init__(stem, blocks, head, horizon)
+        self.options = dict(options or {})
+
+    def field(self, t, y: torch.Tensor) -> torch.Tensor:
+        """The right-hand side: block ``round(t / h)`` at ``y``."""
+        k = min(max(int(round(float(t) / self.step)), 0), len(self.blocks) - 1)
+        return self.blocks[k](y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y0 = self.stem(x)
+        t = torch.tensor([0.0, len(self.blocks) * self.step], dtype=y0.dtype, device=y0.device)
+        y = odeint_adjoint(self.field, y0, t, method="euler", step_size=self.step, options=self.options,
+                           adjoint_params=list(self.blocks.parameters()))
+        return self.head(y[-1])
+
+
 def residual_levels(stem: torch.nn.Module, block: Callable[[], torch.nn.Module], head: torch.nn.Module,
-                    coarse_blocks: int, levels: int, horizon: float = 1.0) -> list[ResidualNetwork]:
-    """``levels`` residual networks, coarsest first, of ``L, 2L - 1, 4L - 3, ...`` blocks
+                    coarse_blocks: int, levels: int, horizon: float = 1.0,
+                    network: type[ResidualNetwork] = ResidualNetwork) -> list[ResidualNetwork]:
+    """``levels`` residual networks (``network``: :class:`ResidualNetwork` or
+    :class:`EulerNeuralODE`), coarsest first, of ``L, 2L - 1, 4L - 3, ...`` blocks
     (``L = coarse_blocks``), each with its own copies of ``stem`` and ``head`` and new
     blocks from ``block()``."""
     if levels < 1 or coarse_blocks < 2:
         raise ConfigurationError(f"need levels >= 1 and coarse_blocks >= 2, got {levels}, {coarse_blocks}")
     out, n = [], coarse_blocks
     for _ in range(levels):
-        out.append(ResidualNetwork(copy.deepcopy(stem), [block() for _ in range(n)], copy.deepcopy(head), horizon))
+        out.append(network(copy.deepcopy(stem), [block() for _ in range(n)], copy.deepcopy(head), horizon))
         n = 2 * n - 1
     return out
 
 
 def mlp_resnet(d_in: int, width: int, d_out: int, coarse_blocks: int, levels: int, horizon: float = 1.0,
                activation: Callable[[], torch.nn.Module] = torch.nn.Tanh,
-               dtype: torch.dtype = torch.float64) -> list[ResidualNetwork]:
-    """MLP residual networks for a :class:`DepthHierarchy`: a linear stem to ``width``,
-    blocks ``activation(W x + b)``, a linear head (coarsest first)."""
+               dtype: torch.dtype = torch.float64,
+               network: type[ResidualNetwork] = ResidualNetwork) -> list[ResidualNetwork]:
+    """MLP residual networks for a :class:`DepthHierarchy` (or, ``network=EulerNeuralODE``,
+    neural ODEs for a :class:`StepCountHierarchy`): a linear stem to ``width``, blocks
+    ``activation(W x + b)``, a linear head (coarsest first)."""
     def block():
         return torch.nn.Sequential(torch.nn.Linear(width, width), activation()).to(dtype)
     return residual_levels(torch.nn.Linear(d_in, width).to(dtype), block, torch.nn.Linear(width, d_out).to(dtype),
-                           coarse_blocks, levels, horizon)
+                           coarse_blocks, levels, horizon, network)
 
 
 class DepthHierarchy(Hierarchy):
@@ -232,10 +269,12 @@ class DepthHierarchy(Hierarchy):
     each a :class:`ResidualNetwork` with ``2L - 1`` blocks when the one before has ``L``,
     the same horizon, stem and head shapes, and blocks of one parameter layout."""
 
+    level_type: type[ResidualNetwork] = ResidualNetwork
+
     def check_levels(self) -> None:
         for i, m in enumerate(self.models):
-            if not isinstance(m, ResidualNetwork):
-                raise ConfigurationError(f"level {i} is a {type(m).__name__}, not a ResidualNetwork")
+            if not isinstance(m, self.level_type):
+                raise ConfigurationError(f"level {i} is a {type(m).__name__}, not a {self.level_type.__name__}")
         layout = _block_layout(self.models[0].blocks[0])
         for i, m in enumerate(self.models):
             if i and len(m.blocks) != 2 * len(self.models[i - 1].blocks) - 1:
@@ -277,6 +316,14 @@ class DepthHierarchy(Hierarchy):
             src = name if block is None else f"blocks.{2 * block}.{rest}"
             parts.append(_copy_entries(offset, fine[src][0], math.prod(shape), 1.0))
         return _concat(parts)
+
+
+class StepCountHierarchy(DepthHierarchy):
+    """:class:`EulerNeuralODE` levels, coarsest first, of ``L, 2L - 1, ...`` TS steps (one
+    block of weights per step): DepthHierarchy's prolongation and restrictions, on the
+    neural ODE's per-step weights."""
+
+    level_type = EulerNeuralODE
 
 
 def _block_name(name: str) -> tuple[int | None, str]:

@@ -44,18 +44,24 @@ def flat_params(model: torch.nn.Module) -> torch.Tensor:
 
 
 def resnet_regression(comm, n: int = 48, levels: int = 3, coarse_blocks: int = 3, width: int = 6,
-                      restriction: str = "injection"):
-    """(hierarchy, closure(model)) of MLP residual networks in depth on the regression data
-    of :func:`regression_data`, split over ``comm``'s ranks like :func:`sharded_regression`."""
-    from pnode.solvers import DepthHierarchy, mlp_resnet
+                      restriction: str = "injection", network=None):
+    """(hierarchy, closure(model, forward=None)) of MLP residual networks in depth (or,
+    ``network=EulerNeuralODE``, neural ODEs in TS step counts) on the regression data of
+    :func:`regression_data`, split over ``comm``'s ranks like :func:`sharded_regression`.
+    ``forward(model, x)`` replaces ``model(x)`` (e.g. ``ResidualNetwork.forward``: the
+    residual recursion by autograd, a reference for the neural ODE)."""
+    from pnode.solvers import DepthHierarchy, EulerNeuralODE, ResidualNetwork, StepCountHierarchy, mlp_resnet
 
+    network = network or ResidualNetwork
     x, y = regression_data(n)
     part = shard(n, comm)
     x, y = x[part], y[part]
     torch.manual_seed(3)
-    models = mlp_resnet(2, width, 1, coarse_blocks, levels, horizon=2.0)
+    models = mlp_resnet(2, width, 1, coarse_blocks, levels, horizon=2.0, network=network)
 
-    def closure(model):
-        return 0.5 * ((model(x) - y) ** 2).sum() / n
+    def closure(model, forward=None):
+        out = model(x) if forward is None else forward(model, x)
+        return 0.5 * ((out - y) ** 2).sum() / n
 
-    return DepthHierarchy(models, comm, restriction=restriction), closure
+    kind = StepCountHierarchy if network is EulerNeuralODE else DepthHierarchy
+    return kind(models, comm, restriction=restriction), closure

@@ -1,9 +1,11 @@
-"""pnode.solvers hierarchies: residual networks coarsened in depth, their transfer maps."""
+"""pnode.solvers hierarchies: residual networks coarsened in depth (and neural ODEs in TS
+step counts), their transfer maps."""
 import pytest
 import torch
 
 from pnode.errors import ConfigurationError
-from pnode.solvers import DepthHierarchy, ResidualNetwork, mlp_resnet, residual_levels
+from pnode.solvers import (DepthHierarchy, EulerNeuralODE, ResidualNetwork, StepCountHierarchy, mlp_resnet,
+                           residual_levels)
 from solver_cases import DT, flat_params
 
 
@@ -115,3 +117,26 @@ def test_levels_that_do_not_match_are_refused():
     with pytest.raises(ConfigurationError, match="level 0 has no coarser level"):
         H.prolongation_norm(0)
     H.destroy()
+
+
+def test_a_neural_ode_with_per_step_weights_is_the_residual_recursion_through_the_ts():
+    torch.manual_seed(4)
+    coarse, fine = mlp_resnet(2, 4, 1, coarse_blocks=3, levels=2, horizon=1.5, network=EulerNeuralODE)
+    x = torch.rand(10, 2, dtype=DT)
+    # the TS's forward Euler and TSAdjoint against the recursion by autograd
+    out, ref = fine(x), ResidualNetwork.forward(fine, x)
+    assert torch.allclose(out, ref, rtol=1e-13, atol=1e-15)
+    params = list(fine.parameters())
+    got = torch.autograd.grad((out ** 2).sum(), params)
+    want = torch.autograd.grad((ref ** 2).sum(), params)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, rtol=1e-12, atol=1e-15)
+    H = StepCountHierarchy([coarse, fine])
+    # DepthHierarchy's maps: fine step 2k takes coarse step k's weights, step 2k+1 their mean
+    P = H.matrix(1)
+    _, cb, _ = blocks_of(coarse, flat_params(coarse))
+    _, fb, _ = blocks_of(fine, P @ flat_params(coarse))
+    assert torch.equal(fb[2], cb[1]) and torch.allclose(fb[3], 0.5 * (cb[1] + cb[2]), rtol=0, atol=1e-15)
+    H.destroy()
+    with pytest.raises(ConfigurationError, match="not a EulerNeuralODE"):
+        StepCountHierarchy(mlp_resnet(2, 4, 1, coarse_blocks=3, levels=2))

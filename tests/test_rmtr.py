@@ -8,7 +8,8 @@ import torch
 
 from helpers import assert_matches_central_differences, documented_defaults
 from pnode.errors import ConfigurationError
-from pnode.solvers import RMTR, NonFiniteObjectiveError, RMTRSettings, TrustRegionSettings
+from pnode.solvers import (RMTR, EulerNeuralODE, NonFiniteObjectiveError, ResidualNetwork, RMTRSettings,
+                           StepCountHierarchy, TrustRegionSettings)
 from solver_cases import DT, flat_params, resnet_regression
 
 
@@ -20,16 +21,17 @@ def test_documented_defaults_equal_the_code():
     assert (code.kappa_g, code.coarse_iterations) == (1 / 8, 2)  # UTOPIA's
 
 
-def fine_gradient(model, closure):
+def fine_gradient(model, closure, forward=None):
     """The loss's gradient by autograd, flat (independent of the Evaluator)."""
     params = [p for p in model.parameters()]
-    grads = torch.autograd.grad(closure(model), params)
+    grads = torch.autograd.grad(closure(model, forward), params)
     return torch.cat([g.reshape(-1) for g in grads])
 
 
-@pytest.mark.parametrize("restriction", ["injection", "full_weighting"])
-def test_the_coarse_models_gradient_at_its_start_is_the_restricted_fine_gradient(restriction):
-    H, closure = resnet_regression(None, levels=2, restriction=restriction)
+@pytest.mark.parametrize("restriction,network", [("injection", ResidualNetwork), ("full_weighting", ResidualNetwork),
+                                                 ("injection", EulerNeuralODE)])
+def test_the_coarse_models_gradient_at_its_start_is_the_restricted_fine_gradient(restriction, network):
+    H, closure = resnet_regression(None, levels=2, restriction=restriction, network=network)
     opt = RMTR(H)
     opt.prepare(closure)
     start = opt.coarse_model(1)
@@ -40,8 +42,9 @@ def test_the_coarse_models_gradient_at_its_start_is_the_restricted_fine_gradient
     assert torch.allclose(x0, H.matrix(1, "restriction") @ flat_params(fine), rtol=0, atol=1e-15)
     H.pvecs[0].buffer.assign(x0)
     assert start == pytest.approx(float(closure(coarse).detach()), rel=1e-14)
-    # grad h(x0) = P^T grad f (autograd on the fine model, the dense P)
-    restricted = H.matrix(1).T @ fine_gradient(fine, closure)
+    # grad h(x0) = P^T grad f (autograd on the fine model's residual recursion, for the
+    # neural ODE not through its TS and TSAdjoint; the dense P)
+    restricted = H.matrix(1).T @ fine_gradient(fine, closure, ResidualNetwork.forward)
     model_gradient = H.pvecs[0].to_full(low.model_gradient())
     assert torch.allclose(model_gradient, restricted, rtol=1e-13, atol=1e-15)
     # and h(x) = f_c(x) + <v, x - x0> has that gradient (central differences at x0)
@@ -52,6 +55,18 @@ def test_the_coarse_models_gradient_at_its_start_is_the_restricted_fine_gradient
         H.pvecs[0].buffer.assign(flat)
         return float(closure(coarse).detach()) + float(shift @ (flat - x0))
     assert_matches_central_differences(h, flat, restricted, range(0, x0.numel(), 7), eps=1e-6, rtol=1e-7)
+    opt.destroy()
+    H.destroy()
+
+
+def test_rmtr_trains_a_neural_ode_over_ts_step_counts():
+    H, closure = resnet_regression(None, levels=2, network=EulerNeuralODE)
+    assert isinstance(H, StepCountHierarchy) and [len(m.blocks) for m in H.models] == [3, 5]
+    opt = RMTR(H)
+    losses = [opt.prepare(closure)] + [opt.step(closure) for _ in range(5)]
+    assert all(b <= a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert any(e["kind"] == "coarse correction" and e["accepted"] for e in opt.log)
     opt.destroy()
     H.destroy()
 
