@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from .comm import as_petsc_comm
@@ -391,21 +392,25 @@ class DenseJacobian(_AssembledJacobian):
         self.mat.assemble()
         self.dgdu = torch.zeros(n, n, dtype=problem.dtype, device=problem.device)
         self.assemble = dense_assembly(problem, self.eye)
+        buf = host_array(self.buf)
+        mass = None if problem.mass is None else host_array(problem.mass.M)
+        self._np = (buf.T, buf.reshape(-1)[::n + 1], mass)  # A = buf.T, its diagonal, M
+        self._dgdu_np = host_array(self.dgdu)
 
     def linearise(self, t: float, x: torch.Tensor) -> None:
         self.dgdu.copy_(self.assemble(t, x))
 
     def form(self, shift: float) -> None:
-        """Write ``shift*M - dg/du`` and bump the Mat's state."""
-        A = self.buf.T
-        torch.neg(self.dgdu, out=A)
-        mass = self.problem.mass
+        """Write ``shift*M - dg/du`` and bump the Mat's state (numpy on the host buffers: a
+        torch op costs several microseconds on matrices this small)."""
+        A, diagonal, mass = self._np
+        np.negative(self._dgdu_np, out=A)
         if mass is None:
-            A.diagonal().add_(shift)
-        elif mass.diagonal:
-            A.diagonal().add_(mass.M, alpha=shift)
+            diagonal += shift
+        elif mass.ndim == 1:
+            diagonal += shift * mass
         else:
-            A.add_(mass.M, alpha=shift)
+            A += shift * mass
         self.mat.assemble()
 
 

@@ -42,6 +42,7 @@ class ImplicitOperators:
         self.control = control  # None: a fresh Jacobian at every call
         self.jacobian = build_jacobian(jacobian, problem, comm, guard)
         self.J = self.jacobian.mat
+        self._formed = (None, None)  # (shift, Mat state) of the last form()
         self.solver_defaults = {**SOLVER_DEFAULTS, **self.jacobian.solver_defaults}
         self.jacp = _ParamProducts(problem, params)
         self.Jp = shell_mat(self.jacp, problem.numel, params.numel, comm, guard)
@@ -74,9 +75,13 @@ class ImplicitOperators:
     def _ijacobian(self, ts, t, X, Xdot, shift, A, B) -> None:
         """Re-form ``shift*M - dg/du``; ``dg/du`` itself is evaluated when the Newton
         control says so (:mod:`pnode.newton`), always without one."""
-        if self.control is None or self.control.fresh(ts):
+        fresh = self.control is None or self.control.fresh(ts)
+        if fresh:
             self.jacobian.linearise(t, self.views.get(X, "r"))
-        self.jacobian.form(shift)
+        # unchanged dg/du, shift and Mat: leave it, so that PETSc keeps its factorisation
+        if fresh or shift != self._formed[0] or self.J.stateGet() != self._formed[1]:
+            self.jacobian.form(shift)
+            self._formed = (shift, self.J.stateGet())
 
     def _ijacobianp(self, ts, t, X, Xdot, shift, Jp) -> None:
         self.jacp.set_point(t, as_tensor(X, None, "r"))

@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from .comm import allreduce
@@ -127,6 +128,7 @@ class NewtonControl:
         self.rtol, self.atol, self.comm = rtol, atol, comm
         self.global_numel = allreduce(numel, "sum", comm) if comm.getSize() > 1 else numel
         self._weights = torch.empty(numel, dtype=dtype, device=device)
+        self._weights_np = self._weights.numpy() if device.type == "cpu" else None
         self.exact = False
         self.start()
 
@@ -211,8 +213,16 @@ class NewtonControl:
         dx = self.views.get(snes.getSolutionUpdate(), "r")
         x = self.views.get(snes.getSolution(), "r")
         w = self._weights
-        torch.abs(x, out=w).mul_(self.rtol).add_(self.atol)
-        total = float(torch.div(dx, w, out=w).square_().sum())
+        if w.device.type == "cpu":  # numpy: a few microseconds less per torch op
+            dx, x, w = dx.numpy(), x.numpy(), self._weights_np
+            np.abs(x, out=w)
+            w *= self.rtol
+            w += self.atol
+            np.divide(dx, w, out=w)
+            total = float(np.dot(w, w))
+        else:
+            torch.abs(x, out=w).mul_(self.rtol).add_(self.atol)
+            total = float(torch.div(dx, w, out=w).square_().sum())
         if self.comm.getSize() > 1:
             total = allreduce(total, "sum", self.comm)
         return (total / max(self.global_numel, 1)) ** 0.5
