@@ -31,7 +31,6 @@ def commands(out: str, mpiexec: str) -> list[list[str]]:
         [mpiexec, "-n", "1", py, "bench_scaling.py"],
         [mpiexec, "-n", "2", py, "bench_scaling.py"],
         [py, "bench_stiff_imex.py"],
-        [py, "bench_stiff.py"],
     ]
 
 
