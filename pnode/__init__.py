@@ -2,6 +2,7 @@
 from .checkpoint import Checkpoint
 from .errors import BuildMismatchError, ConfigurationError, ConvergenceError, PnodeError, PnodeWarning
 from .matop import MatOperator, TensorProducts, linear_apply, shell_mat
+from .newton import Newton
 from .odeint import NeuralODE, odeint, odeint_adjoint
 from .options import ScopedOptions
 from .params import ParamBuffer, ParamVec
@@ -10,7 +11,7 @@ from .vec import as_tensor, as_vec
 
 __all__ = [
     "Checkpoint", "BuildMismatchError", "ConfigurationError", "ConvergenceError", "PnodeError",
-    "PnodeWarning", "MatOperator", "TensorProducts", "linear_apply", "shell_mat", "NeuralODE",
+    "PnodeWarning", "MatOperator", "Newton", "TensorProducts", "linear_apply", "shell_mat", "NeuralODE",
     "odeint", "odeint_adjoint", "ScopedOptions", "ParamBuffer", "ParamVec", "as_tensor", "as_vec",
     "check_build", "init",
 ]

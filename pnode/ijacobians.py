@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from .comm import as_petsc_comm
@@ -42,6 +43,7 @@ from .vec import as_tensor, host_array
 
 DENSE_MAX = 256
 BLOCK_MAX = 128
+SMALL_DENSE = 4  # up to this many unknowns, one backward per row beats a batched one
 
 #: default solver options of implicit methods (the user's options and the command line win)
 SOLVER_DEFAULTS = {"snes_type": "newtonls", "snes_rtol": 1e-10, "snes_atol": 1e-12,
@@ -91,9 +93,19 @@ class IJacobianKind:
     def __init__(self, problem, comm, guard: CallbackGuard):
         self.problem = problem
 
-    def at(self, t: float, x: torch.Tensor, shift: float) -> None:
-        """Linearise (or assemble) at PETSc time ``t`` and flat state ``x``."""
+    def linearise(self, t: float, x: torch.Tensor) -> None:
+        """Evaluate ``dg/du`` (or the linearisation point) at PETSc time ``t`` and flat
+        state ``x``, and keep it."""
         raise NotImplementedError
+
+    def form(self, shift: float) -> None:
+        """Write ``shift*M - dg/du`` with the kept ``dg/du`` into the Mat."""
+        raise NotImplementedError
+
+    def at(self, t: float, x: torch.Tensor, shift: float) -> None:
+        """Linearise at ``(t, x)`` and form the matrix for ``shift``."""
+        self.linearise(t, x)
+        self.form(shift)
 
     def destroy(self) -> None:
         self.mat.destroy()
@@ -102,6 +114,8 @@ class IJacobianKind:
 def choose_jacobian(requested: str, problem, s0: float, y0: torch.Tensor, comm) -> str:
     """Resolve ``jacobian=`` for ``problem`` (see the module docstring for the rule)."""
     comm = as_petsc_comm(comm)
+    if problem.jac is not None:
+        requested = _user_kind(requested, problem, s0, y0)
     if requested != "auto":
         why = KINDS[requested].unsupported(problem, comm)
         if why is not None:
@@ -112,6 +126,24 @@ def choose_jacobian(requested: str, problem, s0: float, y0: torch.Tensor, comm) 
         if kind.unsupported(problem, comm) is None and kind.suits(problem, s0, y0.reshape(-1)):
             return name
     return "matrix-free"
+
+
+def _user_kind(requested: str, problem, s0: float, y0: torch.Tensor) -> str:
+    """The assembled kind a user's ``jac=`` fills: by request, or by what it returns."""
+    if requested == "matrix-free":
+        raise ConfigurationError("jac= assembles dg/du: use it with jacobian='dense', 'blocks' or 'auto'")
+    if requested != "auto":
+        return requested
+    with torch.no_grad():
+        jac = problem.jac(problem.user_time(s0), y0.detach().reshape(problem.shape))
+    shape, n = tuple(getattr(jac, "shape", ())), problem.numel
+    if shape in ((n, n), tuple(problem.shape) * 2):
+        return "dense"
+    if len(problem.shape) >= 2 and shape == (problem.shape[0], n // problem.shape[0], n // problem.shape[0]):
+        return "blocks"
+    raise ConfigurationError(
+        f"jac(t, y) must return dg/du as ({n}, {n}) (dense) or ({problem.shape[0]}, m, m) per-sample "
+        f"blocks for a state of shape {tuple(problem.shape)}, got {shape or type(jac).__name__}")
 
 
 def build_jacobian(kind: str, problem, comm, guard: CallbackGuard) -> IJacobianKind:
@@ -157,10 +189,12 @@ class _ShiftedProducts(Linearisation):
         self.shift, self.factor = 0.0, 1.0
         self._dual = None
 
-    def set_point(self, t: float, x: torch.Tensor, shift: float = 0.0) -> None:
+    def set_point(self, t: float, x: torch.Tensor) -> None:
         super().set_point(t, x)
-        self.shift, self.factor = shift, 1.0
         self._dual = None
+
+    def set_shift(self, shift: float) -> None:
+        self.shift, self.factor = shift, 1.0
 
     def _jvp(self, v: torch.Tensor) -> torch.Tensor:
         # (dg/du) v = d/dw <(dg/du)^T w, v>, with one double-backward graph per point
@@ -228,8 +262,11 @@ class MatrixFreeJacobian(IJacobianKind):
         self.products = _ShiftedProducts(problem)
         self.mat = shell_mat(self.products, problem.numel, problem.numel, comm, guard)
 
-    def at(self, t: float, x: torch.Tensor, shift: float) -> None:
-        self.products.set_point(t, x, shift)
+    def linearise(self, t: float, x: torch.Tensor) -> None:
+        self.products.set_point(t, x)
+
+    def form(self, shift: float) -> None:
+        self.products.set_shift(shift)
 
 
 def batched_vjp(problem, t: float, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
@@ -244,6 +281,80 @@ def batched_vjp(problem, t: float, x: torch.Tensor, seeds: torch.Tensor) -> torc
     if rows is None:
         return torch.zeros(seeds.shape[0], problem.numel, dtype=x.dtype, device=x.device)
     return rows.reshape(seeds.shape[0], -1)
+
+
+def row_vjps(problem, t: float, x: torch.Tensor, eye: torch.Tensor) -> torch.Tensor:
+    """``dg/du`` at ``(t, x)`` by one backward pass per row on one graph (the fastest way
+    for a few unknowns: a batched backward costs more than ``SMALL_DENSE`` plain ones)."""
+    with torch.enable_grad():
+        xr = x.detach().reshape(problem.shape).requires_grad_(True)
+        g = problem.implicit.rhs(t, xr).reshape(-1)
+    if not g.requires_grad:
+        return torch.zeros_like(eye)
+    rows = [torch.autograd.grad(g, xr, e, retain_graph=True, allow_unused=True)[0] for e in eye]
+    if rows[0] is None:
+        return torch.zeros_like(eye)
+    return torch.stack(rows).reshape(eye.shape)
+
+
+def dense_assembly(problem, eye: torch.Tensor):
+    """``(t, x) -> dg/du`` (flat rows): the user's ``jac=`` (checked at its first call), one
+    backward per row for at most ``SMALL_DENSE`` unknowns, else one batched backward."""
+    if problem.jac is not None:
+        return UserJacobian(problem, (problem.numel, problem.numel))
+    if problem.numel <= SMALL_DENSE:
+        return lambda t, x: row_vjps(problem, t, x, eye)
+    return lambda t, x: batched_vjp(problem, t, x, eye)
+
+
+class UserJacobian:
+    """The user's ``jac(t, y)`` as ``dg/du`` in PETSc time, of ``shape`` (dense ``(n, n)``
+    or blocks ``(B, m, m)``), checked once against a random vector-Jacobian product."""
+
+    def __init__(self, problem, shape: tuple[int, ...]):
+        self.problem, self.shape, self.checked = problem, shape, False
+
+    def __call__(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        prob = self.problem
+        y = x.detach().reshape(prob.shape)
+        with torch.no_grad():
+            jac = prob.jac(prob.user_time(t), y)
+        if not isinstance(jac, torch.Tensor) or jac.numel() != _numel(self.shape) or jac.dtype != prob.dtype:
+            got = (f"shape {tuple(jac.shape)}, dtype {jac.dtype}" if isinstance(jac, torch.Tensor)
+                   else type(jac).__name__)
+            raise ConfigurationError(f"jac(t, y) must return dg/du of shape {self.shape} and dtype "
+                                     f"{prob.dtype} for a state of shape {tuple(prob.shape)}, got {got}")
+        if tuple(jac.shape) not in (self.shape, tuple(prob.shape) * 2):
+            raise ConfigurationError(f"jac(t, y) returned shape {tuple(jac.shape)}; expected {self.shape}")
+        jac = jac.reshape(self.shape) * prob.sign
+        if not self.checked:
+            self._check(t, x, jac)
+            self.checked = True
+        return jac
+
+    def _check(self, t: float, x: torch.Tensor, jac: torch.Tensor) -> None:
+        prob = self.problem
+        v = torch.rand(prob.numel, generator=torch.Generator().manual_seed(4321), dtype=prob.dtype).add_(0.5)
+        v = v.to(prob.device)
+        want = batched_vjp(prob, t, x, v[None])[0]
+        if len(self.shape) == 2:
+            got = v @ jac
+            scale = v @ jac.abs()
+        else:
+            B, m = self.shape[:2]
+            got = torch.einsum("bjk,bj->bk", jac, v.view(B, m)).reshape(-1)
+            scale = torch.einsum("bjk,bj->bk", jac.abs(), v.view(B, m)).reshape(-1)
+        scale = torch.maximum(scale, want.abs()).add_(1e-300)
+        mismatch = float(((got - want).abs() / scale).max())
+        if not mismatch <= 1e-6:
+            raise ConfigurationError(
+                f"jac(t, y) disagrees with the function's own derivative at t={float(prob.user_time(t)):.6g} "
+                f"(relative mismatch {mismatch:.2e} of a random vector-Jacobian product): it must return "
+                "dg/du[i, j] = d g_i / d y_j of the implicit part")
+
+
+def _numel(shape) -> int:
+    return int(torch.Size(shape).numel())
 
 
 class _AssembledJacobian(IJacobianKind):
@@ -279,19 +390,27 @@ class DenseJacobian(_AssembledJacobian):
                                              comm=comm)
         self.mat.setUp()
         self.mat.assemble()
+        self.dgdu = torch.zeros(n, n, dtype=problem.dtype, device=problem.device)
+        self.assemble = dense_assembly(problem, self.eye)
+        buf = host_array(self.buf)
+        mass = None if problem.mass is None else host_array(problem.mass.M)
+        self._np = (buf.T, buf.reshape(-1)[::n + 1], mass)  # A = buf.T, its diagonal, M
+        self._dgdu_np = host_array(self.dgdu)
 
-    def at(self, t: float, x: torch.Tensor, shift: float) -> None:
-        """Write ``shift*M - dg/du`` at ``(t, x)`` and bump the Mat's state."""
-        jac = batched_vjp(self.problem, t, x, self.eye)
-        A = self.buf.T
-        A.copy_(jac).neg_()
-        mass = self.problem.mass
+    def linearise(self, t: float, x: torch.Tensor) -> None:
+        self.dgdu.copy_(self.assemble(t, x))
+
+    def form(self, shift: float) -> None:
+        """Write ``shift*M - dg/du`` and bump the Mat's state (numpy on the host buffers: a
+        torch op costs several microseconds on matrices this small)."""
+        A, diagonal, mass = self._np
+        np.negative(self._dgdu_np, out=A)
         if mass is None:
-            A.diagonal().add_(shift)
-        elif mass.diagonal:
-            A.diagonal().add_(mass.M, alpha=shift)
+            diagonal += shift
+        elif mass.ndim == 1:
+            diagonal += shift * mass
         else:
-            A.add_(mass.M, alpha=shift)
+            A += shift * mass
         self.mat.assemble()
 
 
@@ -347,6 +466,8 @@ class BlockJacobian(_AssembledJacobian):
         self.B, self.m = B, m
         self.seeds = _block_seeds(B, m, problem.dtype, problem.device)
         self.blocks = torch.zeros(B, m, m, dtype=problem.dtype, device=problem.device)
+        self.dgdu = torch.zeros_like(self.blocks)
+        self.user = UserJacobian(problem, (B, m, m)) if problem.jac is not None else None
         idx = torch.arange(B + 1, dtype=torch.int32)
         self.rows, self.cols = host_array(idx), host_array(idx[:-1])
         self._values = host_array(self.blocks, "jacobian='blocks'").reshape(-1)
@@ -355,16 +476,23 @@ class BlockJacobian(_AssembledJacobian):
         self.mat.assemble()
         self._mass = None if problem.mass is None else problem.mass.M.view(B, m)
 
-    def at(self, t: float, x: torch.Tensor, shift: float) -> None:
-        """Write the blocks of ``shift*M - dg/du`` at ``(t, x)``; raise if samples interact."""
+    def linearise(self, t: float, x: torch.Tensor) -> None:
+        """Evaluate the blocks of ``dg/du`` at ``(t, x)``; raise if samples interact."""
+        if self.user is not None:
+            self.dgdu.copy_(self.user(t, x))
+            return
         blocks, mismatch = block_jacobian(self.problem, self.seeds, t, x)
         if not mismatch <= 1e-8:
             raise ConfigurationError(
                 f"jacobian='blocks' needs the samples of the state (its dim 0, {self.B} of them) "
                 f"not to interact, but dg/du couples them (relative mismatch {mismatch:.2e} of a "
                 "random vector-Jacobian product); use jacobian='dense' or 'matrix-free'")
+        self.dgdu.copy_(blocks)
+
+    def form(self, shift: float) -> None:
+        """Write the blocks of ``shift*M - dg/du``."""
         A = self.blocks
-        A.copy_(blocks).neg_()
+        torch.neg(self.dgdu, out=A)
         if self._mass is None:
             A.diagonal(dim1=1, dim2=2).add_(shift)
         else:

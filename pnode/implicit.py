@@ -21,9 +21,10 @@ import torch
 from .guard import CallbackGuard
 from .ijacobians import SOLVER_DEFAULTS, Linearisation, build_jacobian
 from .matop import shell_mat
+from .newton import NewtonControl
 from .params import ParamBuffer
 from .problem import ImplicitProblem
-from .vec import as_tensor
+from .vec import ViewCache, as_tensor
 
 
 class ImplicitOperators:
@@ -34,10 +35,14 @@ class ImplicitOperators:
     """
 
     def __init__(self, problem: ImplicitProblem, comm, params: ParamBuffer, guard: CallbackGuard,
-                 jacobian: str = "matrix-free"):
+                 jacobian: str = "matrix-free", views: ViewCache | None = None,
+                 control: NewtonControl | None = None):
         self.problem, self.params, self.guard = problem, params, guard
+        self.views = views if views is not None else ViewCache()
+        self.control = control  # None: a fresh Jacobian at every call
         self.jacobian = build_jacobian(jacobian, problem, comm, guard)
         self.J = self.jacobian.mat
+        self._formed = (None, None)  # (shift, Mat state) of the last form()
         self.solver_defaults = {**SOLVER_DEFAULTS, **self.jacobian.solver_defaults}
         self.jacp = _ParamProducts(problem, params)
         self.Jp = shell_mat(self.jacp, problem.numel, params.numel, comm, guard)
@@ -56,18 +61,27 @@ class ImplicitOperators:
             ts.setRHSJacobian(lambda *a: None, self.zero, self.zero)
 
     def _ifunction(self, ts, t, X, Xdot, F) -> None:
-        prob = self.problem
-        u = as_tensor(X, prob.shape, "r")
-        udot = as_tensor(Xdot, None, "r")
-        out = as_tensor(F)
+        prob, views = self.problem, self.views
+        u = views.get(X, "r", prob.shape)
+        udot = views.get(Xdot, "r")
+        out = views.get(F)
         g = prob.implicit.rhs(t, u).reshape(-1)
         if prob.mass is None:
             torch.sub(udot, g, out=out)
         else:
             torch.sub(prob.mass.product(t, u, udot), g, out=out)
+        F.stateIncrease()
 
     def _ijacobian(self, ts, t, X, Xdot, shift, A, B) -> None:
-        self.jacobian.at(t, as_tensor(X, None, "r"), shift)
+        """Re-form ``shift*M - dg/du``; ``dg/du`` itself is evaluated when the Newton
+        control says so (:mod:`pnode.newton`), always without one."""
+        fresh = self.control is None or self.control.fresh(ts)
+        if fresh:
+            self.jacobian.linearise(t, self.views.get(X, "r"))
+        # unchanged dg/du, shift and Mat: leave it, so that PETSc keeps its factorisation
+        if fresh or shift != self._formed[0] or self.J.stateGet() != self._formed[1]:
+            self.jacobian.form(shift)
+            self._formed = (shift, self.J.stateGet())
 
     def _ijacobianp(self, ts, t, X, Xdot, shift, Jp) -> None:
         self.jacp.set_point(t, as_tensor(X, None, "r"))

@@ -12,8 +12,8 @@ step times (no adaptivity). :class:`Setup` builds integrators of one problem.
 from __future__ import annotations
 
 import weakref
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -23,6 +23,7 @@ from .errors import ConfigurationError, ConvergenceError, failure_detail, ts_rea
 from .guard import CallbackGuard
 from .implicit import ImplicitOperators
 from .methods import Method
+from .newton import Newton, NewtonControl, choose_test, initial_step, resolved
 from .options import ScopedOptions
 from .params import ParamBuffer
 from .problem import build_problem
@@ -53,11 +54,19 @@ class Setup:
     options: ScopedOptions
     comm: object
     jacobian: str
+    newton: Newton = Newton()
+    jac: Callable | None = None
 
     def problem(self):
         """A fresh problem object (each integrator has its own time origin)."""
         return build_problem(self.func, self.implicit, self.mass, self.method, self.shape,
-                             self.dtype, self.device, self.params, self.sign)
+                             self.dtype, self.device, self.params, self.sign, self.jac)
+
+    def newton_test(self) -> str:
+        """The Newton stopping test of this setup's solves (:func:`pnode.newton.choose_test`)."""
+        adaptive = (self.step_size is None and self.method.adaptive
+                    and self.options.get("ts_adapt_type") != "none")
+        return choose_test(self.newton, adaptive, self.options)
 
     def integrator(self, trajectory: str | None = None, replay: bool = False) -> "Integrator":
         return Integrator(self, trajectory, replay)
@@ -114,13 +123,21 @@ class Integrator:
         else:
             defaults["ts_adapt_type"] = "none"
         self.params = ParamBuffer(problem.params)
-        self.implicit = None
+        self.views = ViewCache()
+        self.implicit = self.newton = None
         if method.implicit:
-            self.implicit = ImplicitOperators(problem, self.comm, self.params, guard, setup.jacobian)
+            test = setup.newton_test()
+            # Rosenbrock-W stages are linear solves on the Jacobian of each step (no Newton)
+            settings = resolved(setup.newton, test) if method.ts_type != "rosw" else replace(setup.newton, reuse=False)
+            self.newton = NewtonControl(settings, test, setup.rtol, setup.atol, n, self.comm, dt, dev, self.views)
+            self.implicit = ImplicitOperators(problem, self.comm, self.params, guard, setup.jacobian,
+                                              self.views, self.newton)
             self.adopt(self.implicit)
             defaults.update(self.implicit.solver_defaults)
+            if test == "wrms":
+                defaults["snes_linesearch_type"] = "basic"  # modified Newton: the full update
+            defaults.update(method.solver_options)
             self.implicit.attach(ts, self.F)
-        self.views = ViewCache()
         self.tape = StageTape(self.comm) if trajectory is not None and not method.implicit else None
         self._in_forward = False
         self.shells = None
@@ -156,9 +173,12 @@ class Integrator:
     def _configure(self) -> None:
         """setFromOptions with this object's options. A TSTrajectory reads its options
         without the TS's prefix, and with no type set it writes TS-data-* folders (type
-        basic): pnode always sets memory, for this call only."""
+        basic): pnode always sets memory, for this call only. Then the WRMS Newton test
+        (:mod:`pnode.newton`) replaces PETSc's, if chosen."""
         with ScopedOptions("", {}).applied(force=self._trajectory):
             self._options.apply(self.ts, force=self._force)
+        if self.newton is not None and self.newton.test == "wrms":
+            self.ts.getSNES().setConvergenceTest(self.guard.wrap(self.newton.converged))
 
     def _fresh_trajectory(self) -> None:
         """A forward solve needs an empty trajectory; one left by a forward solve that was
@@ -281,6 +301,8 @@ class Integrator:
             tape.entry_bytes = None
             tape.recording = record
         capacity = self._stack_capacity() if self._trajectory else None
+        if self.newton is not None:
+            self.newton.start()
         self._in_forward = True
         try:
             self._run(lambda: self.ts.solve(self.U))
@@ -307,7 +329,7 @@ class Integrator:
         self.problem.origin = origin
         self.t_out, self.out, self.out_steps = t_out, out, []
         self.step_times, self._times, self._on_step = [], None, on_step
-        self._fixed_step = self._initial_step(t_out)
+        self._fixed_step = self._initial_step(t_out, y0)
         span = float(t_out[-1] - t_out[0])
         self._min_step = self._min_step_option if self._min_step_option is not None else 1e-14 * span
         self.u.copy_(y0.reshape(-1))
@@ -327,6 +349,9 @@ class Integrator:
                            "newton_failures": ts.getSNESFailures(),
                            "newton_iterations": ts.getSNESIterations(),
                            "krylov_iterations": ts.getKSPIterations()}
+        if self.newton is not None:
+            self.last_stats.update(jacobian_evaluations=self.newton.evaluations,
+                                   jacobian_retries=self.newton.retries, newton_test=self.newton.test)
         if len(self.out_steps) != len(t_out):
             self.broken = True
             limit = (f"; it stopped after ts_max_steps={self._max_steps} steps"
@@ -359,7 +384,9 @@ class Integrator:
 
     def stats(self) -> dict[str, int | str]:
         """Counts of the last forward solve (accepted and rejected steps, failed Newton
-        solves, Newton and Krylov iterations: 0 for explicit methods), the TS type and
+        solves, Newton and Krylov iterations: 0 for explicit methods; for implicit methods
+        also ``jacobian_evaluations`` of ``dg/du``, ``jacobian_retries``, Newton solves
+        that went on with a fresh Jacobian, and the ``newton_test``), the TS type and
         sub-type that ran, the implicit Jacobian kind in use and, for explicit methods with a
         trajectory, the stage graphs kept for the adjoint (``stage_graphs``, and
         ``stage_graph_bytes`` each when a cap made pnode measure them)."""
@@ -369,7 +396,7 @@ class Integrator:
             stats.update(stage_graphs=len(self.tape.entries), stage_graph_bytes=self.tape.entry_bytes)
         return stats
 
-    def _initial_step(self, t_out: np.ndarray) -> float:
+    def _initial_step(self, t_out: np.ndarray, y0: torch.Tensor) -> float:
         if self._option_step is not None:
             return self._option_step
         if self.setup.step_size is not None:
@@ -377,8 +404,24 @@ class Integrator:
         gaps = np.diff(t_out)
         span = float(t_out[-1] - t_out[0])
         if self.adaptive:
-            return min(float(gaps.min()), 1e-2 * span) if span > 0 else 1.0
+            step = min(float(gaps.min()), 1e-2 * span) if span > 0 else 1.0
+            return min(step, self._stiff_start(y0)) if self._stiff_start_applies() else step
         return float(gaps.min())
+
+    def _stiff_start_applies(self) -> bool:
+        """Adaptive stiff solves under the WRMS Newton test start from
+        :func:`pnode.newton.initial_step` (an identity mass: ``y'`` is known)."""
+        return self.newton is not None and self.newton.test == "wrms" and self.problem.mass is None
+
+    def _stiff_start(self, y0: torch.Tensor) -> float:
+        prob = self.problem
+
+        def rhs(s: float, y: torch.Tensor) -> torch.Tensor:
+            y = y.view(prob.shape)
+            f = prob.implicit.rhs(s, y)
+            return (f if prob.explicit is None else f + prob.explicit.rhs(s, y)).reshape(-1)
+
+        return initial_step(rhs, y0.detach().reshape(-1).clone(), self.setup.rtol, self.setup.atol, 2, self.comm)
 
     # ---- adjoint -------------------------------------------------------------------
     @contextmanager
@@ -405,7 +448,8 @@ class Integrator:
         if tape is not None:
             tape.recording = True
             tape.max_bytes = None
-        with self._fresh_jacobians():
+        exact = self.newton.exact_jacobians() if self.newton is not None else nullcontext()
+        with self._fresh_jacobians(), exact:
             try:
                 self.ts.adjointSetSteps(nsteps)
                 self._run(self.ts.adjointSolve)

@@ -25,6 +25,7 @@ class Method:
     adaptive: bool = False
     implicit: bool = False
     adjoint: bool = True
+    solver_options: dict = field(default_factory=dict)  # over pnode's implicit defaults
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class TSKind:
     adjoint: bool
     subtype: str | None = None  # the option choosing its tableau, e.g. "ts_rk_type"
     default_subtype: str | None = None
+    solver_options: dict = field(default_factory=dict)  # e.g. a linear SNES for Rosenbrock-W
 
 
 #: TSRK tableaus -> whether they have an embedded error estimate
@@ -59,7 +61,7 @@ TS_TYPES = {
     "cn": TSKind(True, False, True),
     "theta": TSKind(True, False, True),
     "arkimex": TSKind(True, True, True, "ts_arkimex_type", "3"),
-    "rosw": TSKind(True, True, False, "ts_rosw_type", None),
+    "rosw": TSKind(True, True, False, "ts_rosw_type", None, {"snes_type": "ksponly"}),
     "bdf": TSKind(True, True, False),
 }
 
@@ -85,7 +87,7 @@ def _method(name: str, ts_type: str, subtype: str | None) -> Method:
             raise ConfigurationError(
                 f"unknown TSRK type {subtype!r} (ts_rk_type); known: {', '.join(RK_TABLEAUS)}")
         adaptive = RK_TABLEAUS[subtype]
-    return Method(name, ts_type, options, adaptive, kind.implicit, kind.adjoint)
+    return Method(name, ts_type, options, adaptive, kind.implicit, kind.adjoint, dict(kind.solver_options))
 
 
 def _unknown_ts_type(ts_type) -> ConfigurationError:

@@ -14,6 +14,7 @@ from .errors import ConfigurationError
 from .ijacobians import check_jacobian, choose_jacobian
 from .integrator import Setup
 from .methods import TS_TYPES, resolve
+from .newton import Newton, as_newton
 from .options import ScopedOptions
 from .pool import IntegratorPool
 from .problem import build_problem
@@ -110,12 +111,13 @@ class _Config:
     """The keywords shared by odeint, odeint_adjoint and NeuralODE, checked once."""
 
     def __init__(self, func, method, rtol, atol, step_size, options, options_prefix, comm,
-                 implicit=None, mass=None, jacobian="auto"):
+                 implicit=None, mass=None, jacobian="auto", newton=None, jac=None):
         if not callable(func):
             raise ConfigurationError(f"func must be callable as func(t, y), got {type(func).__name__}")
         self.func = func
         self.step_size, self.rtol, self.atol = _check_step(step_size, rtol, atol)
         self.implicit, self.mass, self.jacobian = implicit, mass, check_jacobian(jacobian)
+        self.newton, self.jac = as_newton(newton), jac
         self.scoped = ScopedOptions(options_prefix, options)
         self.method = resolve(method, self.scoped.options, self.scoped.command_line(
             ("ts_type",) + tuple(k.subtype for k in TS_TYPES.values() if k.subtype)))
@@ -124,12 +126,12 @@ class _Config:
 
     def setup(self, y0: torch.Tensor, params, sign: float, s0: float) -> Setup:
         problem = build_problem(self.func, self.implicit, self.mass, self.method, y0.shape, y0.dtype,
-                                y0.device, params, sign)
+                                y0.device, params, sign, self.jac)
         jacobian = (choose_jacobian(self.jacobian, problem, s0, y0, self.comm) if self.method.implicit
                     else "matrix-free")
         return Setup(self.func, self.implicit, self.mass, self.method, tuple(y0.shape), y0.dtype,
                      y0.device, tuple(params), sign, self.rtol, self.atol, self.step_size,
-                     self.scoped, self.comm, jacobian)
+                     self.scoped, self.comm, jacobian, self.newton, self.jac)
 
     def check_call(self, checks: Checks, y0, t, params=()) -> tuple[float, np.ndarray, float]:
         """The per-call checks (under :func:`collective_checks` on several ranks)."""
@@ -161,7 +163,8 @@ def odeint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method: str | N
            rtol: float = 1e-7, atol: float = 1e-9, step_size: float | None = None,
            options: Mapping[str, Any] | None = None, options_prefix: str | None = None,
            comm=None, implicit: Callable | None = None, mass: torch.Tensor | None = None,
-           jacobian: str = "auto") -> torch.Tensor:
+           jacobian: str = "auto", newton: Newton | dict | None = None,
+           jac: Callable | None = None) -> torch.Tensor:
     """Solve ``dy/dt = func(t, y)`` with PETSc TS; returns ``y`` at ``t``, shape ``(len(t), *y0.shape)``.
 
     Implicit methods (``"beuler"``, ``"cn"``, ``"theta"``, ``"arkimex"``; forward only:
@@ -177,13 +180,17 @@ def odeint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method: str | N
     ``"matrix-free"`` uses Jacobian-vector products and GMRES. ``"auto"``: ``"blocks"``
     when ``y0`` is batched with at most 128 values per sample and the samples are found
     independent at ``(t[0], y0)``, else ``"dense"`` for ``y0.numel() <= 256``, else
-    ``"matrix-free"`` (also for CUDA states and multi-process communicators).
+    ``"matrix-free"`` (also for CUDA states and multi-process communicators). ``jac(t, y)``
+    may give ``dg/du`` itself (``(n, n)``, or ``(B, m, m)`` blocks with ``"blocks"``; checked
+    once against autograd). ``newton`` (a :class:`pnode.Newton` or a dict of its fields):
+    Jacobian reuse and the Newton stopping test, see :mod:`pnode.newton`.
 
     ``options`` go to PETSc's options database under the object's prefix, like a command
     line: they are code (a ``*_python_type`` imports a class, a monitor writes a file) and
     are rejected when they name Python types (see :mod:`pnode.options`).
     """
-    cfg = _Config(func, method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass, jacobian)
+    cfg = _Config(func, method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass, jacobian,
+                  newton, jac)
     with collective_checks(cfg.comm) as checks:
         origin, tp, sign = cfg.check_call(checks, y0, t)
         setup = cfg.setup(y0.detach(), (), sign, 0.0)
@@ -212,7 +219,8 @@ def odeint_adjoint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method:
                    comm=None, checkpoint: Checkpoint | str | None = None,
                    adjoint_params: Sequence[torch.Tensor] | None = None,
                    implicit: Callable | None = None, mass: torch.Tensor | None = None,
-                   jacobian: str = "auto") -> torch.Tensor:
+                   jacobian: str = "auto", newton: Newton | dict | None = None,
+                   jac: Callable | None = None) -> torch.Tensor:
     """Like :func:`odeint`, differentiable by PETSc's discrete adjoint (TSAdjoint).
 
     Gradients reach ``y0`` and the parameters of ``func`` and ``implicit`` (or
@@ -221,7 +229,8 @@ def odeint_adjoint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method:
     tolerances, see :mod:`pnode.implicit`). A ``t`` that requires grad gets the
     sensitivities of the exact flow at the computed solution (as torchdiffeq's).
     """
-    cfg = _Config(func, method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass, jacobian)
+    cfg = _Config(func, method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass, jacobian,
+                  newton, jac)
     _check_adjoint(cfg.method)
     ck = _as_checkpoint(checkpoint)
     params = _params_of(func, adjoint_params, implicit)
@@ -264,7 +273,8 @@ class NeuralODE(torch.nn.Module):
     grid's direction) changes. Every call owns what its backward pass needs until that
     pass runs (or its output is dropped): calls in between (a second batch, an evaluation
     under ``torch.no_grad()``) use other integrators, and a call that failed leaves the
-    module usable. Keywords are those of :func:`odeint_adjoint`.
+    module usable. Keywords are those of :func:`odeint_adjoint`; a method without a
+    discrete adjoint (``"bdf"``, ``"rosw"``) serves calls that need no gradient only.
     """
 
     def __init__(self, func: Callable, *, method: str | None = "dopri5", rtol: float = 1e-7,
@@ -273,12 +283,12 @@ class NeuralODE(torch.nn.Module):
                  comm=None, checkpoint: Checkpoint | str | None = None,
                  adjoint_params: Sequence[torch.Tensor] | None = None,
                  implicit: Callable | None = None, mass: torch.Tensor | None = None,
-                 jacobian: str = "auto"):
+                 jacobian: str = "auto", newton: Newton | dict | None = None,
+                 jac: Callable | None = None):
         super().__init__()
         self.func, self.implicit = func, implicit
         self._cfg = _Config(func, method, rtol, atol, step_size, options, options_prefix, comm,
-                            implicit, mass, jacobian)
-        _check_adjoint(self._cfg.method)
+                            implicit, mass, jacobian, newton, jac)
         self.checkpoint = _as_checkpoint(checkpoint)
         self._policy = self.checkpoint.policy()
         self._adjoint_params = tuple(adjoint_params) if adjoint_params is not None else None
@@ -313,8 +323,9 @@ class NeuralODE(torch.nn.Module):
     @property
     def stats(self) -> dict:
         """Counts of the last forward solve (steps, rejected, newton_iterations,
-        krylov_iterations), the ``ts_type``/``ts_subtype`` that ran and the ``jacobian`` in
-        use; empty before the first call. With a checkpoint budget, after a backward pass
+        krylov_iterations; implicit methods: jacobian_evaluations, jacobian_retries and the
+        newton_test), the ``ts_type``/``ts_subtype`` that ran and the ``jacobian`` in use;
+        empty before the first call. With a checkpoint budget, after a backward pass
         also ``checkpoint_states`` (the most states it held) and ``recomputed_steps``
         (steps it took again: re-advances plus one recording replay per step)."""
         return self._last.get("stats", {})
@@ -330,6 +341,7 @@ class NeuralODE(torch.nn.Module):
             out, integ = _plain_solve(pool, y0, origin, tp, owns_pool=False)
             self._remember(integ.stats(), integ.step_times, origin, sign)
             return out
+        _check_adjoint(self._cfg.method)  # forward-only types (bdf, rosw) run under no_grad
         solve = Solve(pool, self._policy, origin, tp, params, owns_pool=False, rhs_at=self._cfg.rhs_at())
         out = AdjointFunction.apply(solve, t, y0, *params)
         self._remember(solve.record.stats, solve.record.step_times, origin, sign)

@@ -105,8 +105,10 @@ class ImplicitProblem:
     share one flat layout.
     """
 
-    def __init__(self, implicit: ExplicitProblem, explicit: ExplicitProblem | None, mass):
+    def __init__(self, implicit: ExplicitProblem, explicit: ExplicitProblem | None, mass,
+                 jac: Callable | None = None):
         self.implicit, self.explicit, self.mass = implicit, explicit, mass
+        self.jac = jac  # the user's dg/du (user time), or None: by autograd
         self.shape, self.numel = implicit.shape, implicit.numel
         self.dtype, self.device = implicit.dtype, implicit.device
         self.params, self.sign = implicit.params, implicit.sign
@@ -158,10 +160,15 @@ class ImplicitProblem:
 
 
 def build_problem(func: Callable, implicit: Callable | None, mass: torch.Tensor | None, method,
-                  shape, dtype: torch.dtype, device: torch.device, params, sign: float):
+                  shape, dtype: torch.dtype, device: torch.device, params, sign: float,
+                  jac: Callable | None = None):
     """The problem object for ``method``: ExplicitProblem, or ImplicitProblem for implicit
-    methods (``func`` implicit, or ``implicit`` implicit + ``func`` explicit for IMEX)."""
+    methods (``func`` implicit, or ``implicit`` implicit + ``func`` explicit for IMEX;
+    ``jac(t, y)``: the user's Jacobian of the implicit part)."""
     if not method.implicit:
+        if jac is not None:
+            raise ConfigurationError(f"jac= is the Jacobian of an implicit method's Newton solves; "
+                                     f"method {method.name!r} is explicit")
         if implicit is not None or mass is not None:
             what, which = (("implicit=", "'arkimex'") if implicit is not None
                            else ("mass=", "'beuler', 'cn' or 'theta'"))
@@ -183,4 +190,6 @@ def build_problem(func: Callable, implicit: Callable | None, mass: torch.Tensor 
         M = mass
     else:
         M = MassMatrix(mass, n, dtype, device)
-    return ImplicitProblem(stiff, nonstiff, M)
+    if jac is not None and not callable(jac):
+        raise ConfigurationError(f"jac must be callable as jac(t, y) -> dg/du, got {type(jac).__name__}")
+    return ImplicitProblem(stiff, nonstiff, M, jac)

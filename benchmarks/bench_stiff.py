@@ -1,0 +1,204 @@
+"""Stiff forward solves: pnode's implicit methods against scipy's BDF and LSODA.
+
+    python benchmarks/bench_stiff.py [--repeats 5] [--problems rober vdp]
+
+Problems (float64, one thread, forward solves only, the state at the end compared):
+
+- ROBER: ``y1' = -0.04 y1 + 1e4 y2 y3``, ``y2' = 0.04 y1 - 1e4 y2 y3 - 3e7 y2^2``,
+  ``y3' = 3e7 y2^2``, ``y(0) = (1, 0, 0)``, ``t`` in [0, 1e5], rtol 1e-6, atol 1e-10;
+- Van der Pol ``y1' = y2``, ``y2' = mu (1 - y1^2) y2 - y1``, mu = 1000, ``y(0) = (2, 0)``,
+  ``t`` in [0, 3000], rtol 1e-6, atol 1e-8.
+
+Error: ``max_i |y_i(T) - r_i| / max_i |r_i|`` against scipy's Radau at rtol 1e-12 (atol
+1e-14 for ROBER, 1e-12 for Van der Pol) with the exact Jacobian. pnode solves the torch
+right-hand side (``jacobian="dense"``, ``NeuralODE`` under ``torch.no_grad()``): ARKIMEX
+tableaux ``4`` and ``5`` with the default Newton (:mod:`pnode.newton`: Jacobian reuse, WRMS
+stopping), the same with a fresh Jacobian at every iteration and PETSc's Newton tests
+(``full Newton``, pnode's behaviour before Jacobian reuse) when ``pnode.Newton`` exists,
+and the forward-only TSBDF. scipy solves a numpy right-hand side with its analytic
+Jacobian (its fastest use) and, for BDF, also the same torch function pnode solves.
+Every configuration runs once to warm up, then ``--repeats`` times round-robin; the median
+is reported, with the ratio to scipy's BDF (numpy). Counts: steps (accepted), Newton
+iterations, Jacobian evaluations (scipy: ``njev``), right-hand-side calls (pnode: counted
+in one extra run; each call's cost is measured alone and its share of the time given).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+import pnode
+
+DT = torch.float64
+MU = 1000.0
+
+
+def rober_torch(t, y):
+    y1, y2, y3 = y[0], y[1], y[2]
+    return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 ** 2, 3e7 * y2 ** 2])
+
+
+def rober_np(t, y):
+    y1, y2, y3 = y
+    return np.array([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 ** 2, 3e7 * y2 ** 2])
+
+
+def rober_jac(t, y):
+    _, y2, y3 = y
+    return np.array([[-0.04, 1e4 * y3, 1e4 * y2], [0.04, -1e4 * y3 - 6e7 * y2, -1e4 * y2], [0.0, 6e7 * y2, 0.0]])
+
+
+def vdp_torch(t, y):
+    return torch.stack([y[1], MU * (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+def vdp_np(t, y):
+    return np.array([y[1], MU * (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+def vdp_jac(t, y):
+    return np.array([[0.0, 1.0], [-2 * MU * y[0] * y[1] - 1, MU * (1 - y[0] ** 2)]])
+
+
+PROBLEMS = {  # name -> (torch rhs, numpy rhs, numpy Jacobian, y0, T, rtol, atol, reference atol)
+    "rober": (rober_torch, rober_np, rober_jac, (1.0, 0.0, 0.0), 1e5, 1e-6, 1e-10, 1e-14),
+    "vdp": (vdp_torch, vdp_np, vdp_jac, (2.0, 0.0), 3000.0, 1e-6, 1e-8, 1e-12),
+}
+
+
+class Counted(torch.nn.Module):
+    """A right-hand side that counts its calls."""
+
+    def __init__(self, func):
+        super().__init__()
+        self.func, self.calls = func, 0
+
+    def forward(self, t, y):
+        self.calls += 1
+        return self.func(t, y)
+
+
+def reference(name: str) -> np.ndarray:
+    from scipy.integrate import solve_ivp
+
+    _, f, jac, y0, T, _, _, ref_atol = PROBLEMS[name]
+    sol = solve_ivp(f, (0.0, T), y0, method="Radau", rtol=1e-12, atol=ref_atol, jac=jac)
+    return sol.y[:, -1]
+
+
+def error(y: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(y - ref).max() / np.abs(ref).max())
+
+
+class PnodeCase:
+    def __init__(self, label: str, name: str, method: str, options: dict, **kw):
+        self.label, self.name = label, name
+        func, _, _, y0, T, rtol, atol, _ = PROBLEMS[name]
+        self.y0 = torch.tensor(y0, dtype=DT)
+        self.t = torch.tensor([0.0, T], dtype=DT)
+        self.make = lambda f: pnode.NeuralODE(f, method=method, rtol=rtol, atol=atol, options=options, **kw)
+        self.ode, self.func = self.make(func), func
+
+    def run(self) -> np.ndarray:
+        with torch.no_grad():
+            return self.ode(self.y0, self.t)[-1].numpy()
+
+    def counts(self) -> dict:
+        st = self.ode.stats
+        counted = Counted(self.func)
+        ode = self.make(counted)
+        with torch.no_grad():
+            ode(self.y0, self.t)
+        return {"steps": st["steps"], "rejected": st["rejected"], "newton": st["newton_iterations"],
+                "jacobians": st.get("jacobian_evaluations", st["newton_iterations"]), "rhs": counted.calls}
+
+
+class ScipyCase:
+    def __init__(self, label: str, name: str, method: str, torch_rhs: bool = False):
+        from scipy.integrate import solve_ivp
+
+        self.label, self.name = label, name
+        ft, f, jac, y0, T, rtol, atol, _ = PROBLEMS[name]
+        if torch_rhs:
+            def f(t, y, ft=ft):
+                with torch.no_grad():
+                    return ft(t, torch.from_numpy(y)).numpy()
+        self.solve = lambda: solve_ivp(f, (0.0, T), y0, method=method, rtol=rtol, atol=atol, jac=jac)
+
+    def run(self) -> np.ndarray:
+        self.sol = self.solve()
+        return self.sol.y[:, -1]
+
+    def counts(self) -> dict:
+        sol = self.sol
+        return {"steps": len(sol.t) - 1, "rejected": None, "newton": None, "jacobians": sol.njev,
+                "rhs": sol.nfev}
+
+
+def cases(name: str) -> list:
+    out = []
+    for tableau in ("4", "5"):
+        opts = {"ts_arkimex_type": tableau}
+        out.append(PnodeCase(f"pnode ARKIMEX {tableau}", name, "arkimex", opts, jacobian="dense"))
+        if hasattr(pnode, "Newton"):
+            out.append(PnodeCase(f"pnode ARKIMEX {tableau}, full Newton", name, "arkimex", opts, jacobian="dense",
+                                 newton=pnode.Newton(reuse=False, test="petsc")))
+    if hasattr(pnode, "Newton"):  # before it, NeuralODE refused forward-only types
+        out.append(PnodeCase("pnode BDF (TSBDF)", name, "bdf", {}, jacobian="dense"))
+    out += [ScipyCase("scipy BDF", name, "BDF"), ScipyCase("scipy BDF, torch rhs", name, "BDF", torch_rhs=True),
+            ScipyCase("scipy LSODA", name, "LSODA")]
+    return out
+
+
+def rhs_cost(name: str) -> float:
+    """Seconds per call of the torch right-hand side alone."""
+    func, _, _, y0, _, _, _, _ = PROBLEMS[name]
+    y, t = torch.tensor(y0, dtype=DT), torch.zeros((), dtype=DT)
+    with torch.no_grad():
+        for _ in range(100):
+            func(t, y)
+        tic = time.perf_counter()
+        for _ in range(2000):
+            func(t, y)
+    return (time.perf_counter() - tic) / 2000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    for name in args.problems:
+        ref = reference(name)
+        group = cases(name)
+        errors = {c.label: error(c.run(), ref) for c in group}  # warm-up
+        times: dict[str, list[float]] = {c.label: [] for c in group}
+        for _ in range(args.repeats):
+            for c in group:
+                tic = time.perf_counter()
+                c.run()
+                times[c.label].append(time.perf_counter() - tic)
+        cost = rhs_cost(name)
+        base = statistics.median(times["scipy BDF"])
+        _, _, _, _, T, rtol, atol, _ = PROBLEMS[name]
+        print(f"\n{name}: t in [0, {T:g}], rtol {rtol:g}, atol {atol:g}; median of {args.repeats}; "
+              f"torch rhs {cost * 1e6:.0f} us a call\n")
+        print("| solver | seconds | / scipy BDF | steps | rejected | Newton its | Jacobians | rhs calls "
+              "| rhs share | error |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for c in group:
+            sec = statistics.median(times[c.label])
+            k = c.counts()
+            share = f"{k['rhs'] * cost / sec:.0%}" if isinstance(c, PnodeCase) or "torch" in c.label else "-"
+            fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
+            print(f"| {c.label} | {sec:.4f} | {sec / base:.2f} | {k['steps']} | {fmt(k['rejected'])} "
+                  f"| {fmt(k['newton'])} | {k['jacobians']} | {k['rhs']} | {share} | {errors[c.label]:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
