@@ -11,8 +11,8 @@ def rel_error(got, ref) -> float:
     tensors or numbers."""
     if not isinstance(got, (list, tuple)):
         got, ref = [got], [ref]
-    return max(float((torch.as_tensor(a) - torch.as_tensor(b)).norm() / torch.as_tensor(b).norm().clamp_min(1e-300))
-               for a, b in zip(got, ref))
+    pairs = [(torch.as_tensor(a).detach(), torch.as_tensor(b).detach()) for a, b in zip(got, ref)]
+    return max(float((a - b).norm() / b.norm().clamp_min(1e-300)) for a, b in pairs)
 
 
 def central_difference(loss: Callable[[], torch.Tensor | float], tensor: torch.Tensor, index,
