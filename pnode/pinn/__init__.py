@@ -1,1 +1,12 @@
-"""Physics-informed models (collocation, TS-integrated, neural Galerkin)."""
+"""Physics-informed models: collocation PINNs trained through :mod:`pnode.solvers`."""
+from . import operators
+from .domains import Box, Interval, Rectangle, SpaceTime
+from .operators import derivatives, divergence, gradient, hessian, laplacian, time_derivative
+from .problem import CollocationProblem, Term
+from .sampling import SAMPLERS, resample_by_residual, sample_box
+from .train import OPTIMISERS, Stage, StopTraining, TrainResult, train
+
+__all__ = ["operators", "Box", "Interval", "Rectangle", "SpaceTime", "derivatives", "divergence", "gradient",
+           "hessian", "laplacian", "time_derivative", "CollocationProblem", "Term", "SAMPLERS",
+           "resample_by_residual", "sample_box", "OPTIMISERS", "Stage", "StopTraining", "TrainResult",
+           "train"]
