@@ -8,7 +8,10 @@ at ``--points`` Sobol collocation points (split over the ranks), as a residual v
 Training is one ``pnode.pinn.train`` schedule: ``--adam`` Adam warm-up iterations, then
 ``--iterations`` of ``--optimiser``: ``lm`` (Levenberg-Marquardt, normal equations by
 PETSc's dense Cholesky), ``lbfgs`` (torch), ``tao:lmvm`` / ``tao:bqnls`` (PETSc's
-quasi-Newton, ``--lmvm bfgs|sr1|symbroyden``), ``tao:brgn`` or ``adam``. ``--minutes``
+quasi-Newton, ``--lmvm bfgs|sr1|symbroyden``), ``tao:brgn`` or ``adam``; with ``--rounds
+R`` those iterations are split into ``R + 1`` stages with ``--resample`` points added
+after each but the last, where the residual is large (``pnode.pinn`` resample stages).
+``--minutes``
 stops training at a wall-time limit (the same iteration on every rank).
 
     python examples/pinn_burgers.py --out out/pinn_burgers
@@ -46,7 +49,10 @@ def schedule(args) -> list:
     elif args.optimiser == "adam":
         main = {"lr": args.lr}
     stages = [("adam", args.adam, {"lr": args.lr})] if args.adam else []
-    return stages + [(args.optimiser, args.iterations, main)]
+    chunk = args.iterations // (args.rounds + 1)
+    for _ in range(args.rounds):
+        stages += [(args.optimiser, chunk, main), ("resample", args.resample, {"candidates": 20 * args.resample})]
+    return stages + [(args.optimiser, args.iterations - args.rounds * chunk, main)]
 
 
 def figure(path: str, u: np.ndarray, trace: dict, losses: list[float]) -> None:
@@ -86,6 +92,9 @@ def main(argv=None) -> float:
     p.add_argument("--points", type=int, default=2000)
     p.add_argument("--width", type=int, default=20)
     p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=0,
+                   help="residual-based resampling rounds, spread over the --optimiser iterations")
+    p.add_argument("--resample", type=int, default=500, help="points added per round")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--score-every", type=int, default=20)
     p.add_argument("--resume", action="store_true")

@@ -70,3 +70,16 @@ def test_divergence_stops_with_the_last_good_parameters_saved(tmp_path):
     assert torch.equal(flat(problem), before)
     saved = torch.load(path, weights_only=True)
     assert torch.equal(saved["x"], flat(problem))
+
+
+def test_a_resample_stage_adds_points_where_the_residual_is_large_and_resumes_with_them(tmp_path):
+    problem = poisson1d(n=16)
+    path = tmp_path / "rs.pt"
+    schedule = [("lm", 3), ("resample", 8, {"candidates": 400, "c": 0.0}), ("lm", 2)]
+    result = train(problem, schedule, progress=False, checkpoint=path)
+    assert problem.terms[0].points.shape == (24, 1) and result.stages[1]["words"].startswith("RESAMPLED")
+    assert problem.local[0][0].shape == (24, 1) and problem.residual().shape == (24,)
+    fresh = poisson1d(n=16)
+    train(fresh, schedule, progress=False, checkpoint=path)  # finished: only the state is loaded
+    assert torch.equal(fresh.terms[0].points, problem.terms[0].points)
+    assert torch.equal(flat(fresh), flat(problem))

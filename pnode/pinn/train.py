@@ -13,6 +13,11 @@ all of them (a tqdm bar per stage on rank 0). The optimisers are
   ``tao:bqnls``, ``tao:brgn``, ...), the stage's options passed as TAO options
   (``lmvm=`` picks the quasi-Newton matrix).
 
+A stage ``("resample", n, {"term": 0, "candidates": 20 * n, "k": 1, "c": 1, "mode": "add"})``
+is no optimiser: it draws ``n`` points of term ``term`` from uniform candidates in the
+domain by :func:`pnode.pinn.resample_by_residual` and adds them to the term's points
+(``"mode": "replace"``: they replace them); every rank draws the same.
+
 With ``checkpoint``, the state (stage, optimiser state, parameters, history) is written
 every ``checkpoint_every`` iterations and after each stage, and a later call with the
 same schedule continues from it. A non-finite loss stops training with the parameters of
@@ -35,8 +40,10 @@ from pnode.solvers.monitor import Progress
 from pnode.solvers.tao import load_state, save_state
 
 from .problem import CollocationProblem
+from .sampling import resample_by_residual
 
 OPTIMISERS = ("adam", "lbfgs", "lm", "tao:<type>")
+RESAMPLE = "resample"
 
 
 class StopTraining(Exception):
@@ -54,8 +61,9 @@ class Stage:
 
     def __post_init__(self):
         name = self.optimiser
-        if not isinstance(name, str) or not (name in OPTIMISERS[:3] or name.startswith("tao:")):
-            raise ConfigurationError(f"unknown optimiser {name!r}; choose one of {', '.join(OPTIMISERS)}")
+        if not isinstance(name, str) or not (name in OPTIMISERS[:3] or name == RESAMPLE or name.startswith("tao:")):
+            raise ConfigurationError(f"unknown optimiser {name!r}; choose one of {', '.join(OPTIMISERS)} "
+                                     f"(or {RESAMPLE!r})")
         if name.startswith("tao:") and name[4:] not in tao_types():
             raise ConfigurationError(f"unknown TAO type {name[4:]!r} in {name!r}; this PETSc offers: "
                                      f"{', '.join(tao_types())}")
@@ -223,17 +231,26 @@ def train(problem: CollocationProblem, schedule: Sequence, *, progress: bool = T
         history.load_state_dict(state["history"])
         done, first, resume = list(state["stages"]), int(state["stage"]), state["runner"]
         _assign(problem, state["x"])
+        for i, points in enumerate(state["points"]):
+            if problem.terms[i].data is None and not torch.equal(points, problem.terms[i].points.cpu()):
+                problem.set_points(i, points.to(problem.terms[i].points))
     mpi = problem.mpi
 
     def save(stage_index: int, runner) -> None:
         if checkpoint is not None:
             x = torch.cat([p.detach().reshape(-1) for p in problem.parameters()]).cpu()
             save_state({"schedule": names, "stage": stage_index, "stages": done, "x": x,
+                        "points": [term.points.cpu() for term in problem.terms],
                         "runner": None if runner is None else runner.state_dict(),
                         "history": history.state_dict()}, checkpoint, mpi)
 
     for index in range(first, len(stages)):
         stage = stages[index]
+        if stage.optimiser == RESAMPLE:
+            done.append({"optimiser": RESAMPLE, "iterations": 0, "words": _resample(problem, stage, index),
+                         "loss": history.last("loss")})
+            save(index + 1, None)
+            continue
         runner = _runner(problem, stage, progress)
         if resume is not None:
             runner.load_state_dict(resume)
@@ -265,6 +282,24 @@ def train(problem: CollocationProblem, schedule: Sequence, *, progress: bool = T
                      "loss": history.last("loss")})
         save(index + 1, None)
     return TrainResult(history, done)
+
+
+def _resample(problem: CollocationProblem, stage: Stage, index: int) -> str:
+    opts = dict(stage.options)
+    term = int(opts.get("term", 0))
+    if not 0 <= term < len(problem.terms):
+        raise ConfigurationError(f"resample: no term {term} (the problem has {len(problem.terms)})")
+    n, mode = stage.iterations, opts.get("mode", "add")
+    if mode not in ("add", "replace"):
+        raise ConfigurationError(f"resample: mode must be 'add' or 'replace', got {mode!r}")
+    candidates = problem.domain.sample(int(opts.get("candidates", 20 * n)), "uniform",
+                                       seed=int(opts.get("seed", 7919 + index)), dtype=problem.dtype)
+    picked = resample_by_residual(lambda X: problem.term_residual(term, X), candidates, n,
+                                  k=float(opts.get("k", 1.0)), c=float(opts.get("c", 1.0)),
+                                  seed=int(opts.get("seed", 7919 + index)))
+    old = problem.terms[term].points
+    problem.set_points(term, torch.cat([old, picked.to(old)]) if mode == "add" else picked.to(old))
+    return f"RESAMPLED: term {problem.terms[term].name!r} has {problem.terms[term].points.shape[0]} points ({mode})"
 
 
 def _assign(problem: CollocationProblem, flat: torch.Tensor) -> None:
