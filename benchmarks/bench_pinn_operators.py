@@ -27,7 +27,8 @@ from pnode.pinn.cases import mlp, poisson_problem
 
 
 def timed(fn, repeat: int):
-    out, times = None, []
+    """Median seconds of ``repeat`` calls after one warm-up call (none for one repeat)."""
+    out, times = fn() if repeat > 1 else None, []
     for _ in range(repeat):
         tic = time.perf_counter()
         out = fn()
@@ -39,7 +40,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--points", type=int, default=1000)
     p.add_argument("--width", type=int, default=32)
-    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(1)
     net = mlp(args.width, 2)
@@ -64,7 +65,7 @@ def main() -> None:
     rows.append(("laplacian: pnode.pinn vmap(hessian)", t_ref, 1.0, 0.0))
     for name, fn in (("laplacian: batched autograd", batched_autograd), ("laplacian: naive loop", naive_loop)):
         t, out = timed(fn, 1 if "loop" in name else args.repeat)
-        rows.append((name, t, t / t_ref, float((out - lap).abs().max())))
+        rows.append((name, t, t / t_ref, float((out.detach() - lap).abs().max())))
 
     problem = poisson_problem(mlp(args.width, 2), args.points)
     t_jac, J = timed(problem.jacobian_rows, args.repeat)

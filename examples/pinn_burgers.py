@@ -27,15 +27,13 @@ the exact Cole-Hopf solution (pnode.pinn.exact).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import numpy as np
-import torch
 
-import pnode
-from pnode.comm import allreduce, is_root, world
+from pinn_common import parser, pyplot, start
+from pnode.comm import allreduce, is_root
 from pnode.pinn import StopTraining, train
 from pnode.pinn.cases import burgers_problem, burgers_score, mlp, predict, scoring_grid
 
@@ -56,11 +54,7 @@ def schedule(args) -> list:
 
 
 def figure(path: str, u: np.ndarray, trace: dict, losses: list[float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     x, t, ref = scoring_grid()
     fig, ax = plt.subplots(1, 4, figsize=(17, 3.6))
     for a, data, title in ((ax[0], ref, "exact (Cole-Hopf)"), (ax[1], u, "PINN")):
@@ -81,48 +75,31 @@ def figure(path: str, u: np.ndarray, trace: dict, losses: list[float]) -> None:
 
 
 def main(argv=None) -> float:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="out/pinn_burgers")
+    p = parser(__doc__, "out/pinn_burgers", iterations=2000)
     p.add_argument("--optimiser", default="lm")
     p.add_argument("--lmvm", default=None, help="quasi-Newton matrix of tao:lmvm / tao:bqnls")
-    p.add_argument("--adam", type=int, default=500, help="Adam warm-up iterations")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--minutes", type=float, default=20.0)
-    p.add_argument("--points", type=int, default=2000)
-    p.add_argument("--width", type=int, default=20)
-    p.add_argument("--depth", type=int, default=3)
     p.add_argument("--rounds", type=int, default=0,
                    help="residual-based resampling rounds, spread over the --optimiser iterations")
     p.add_argument("--resample", type=int, default=500, help="points added per round")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--score-every", type=int, default=20)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    args, petsc_args = p.parse_known_args(argv)
-    pnode.init(petsc_args)
-    comm = world()
-    torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
-    checkpoint = os.path.join(args.out, "checkpoint.pt")
-    if not args.resume and is_root(comm) and os.path.exists(checkpoint):
-        os.remove(checkpoint)
-    comm.Barrier()
+    args, comm, checkpoint = start(p, argv)
     problem = burgers_problem(mlp(args.width, args.depth, args.seed), args.points, seed=args.seed, comm=comm)
     trace = {"seconds": [], "iteration": [], "error": []}
-    start, limit = time.perf_counter(), 60.0 * args.minutes
+    tic, limit = time.perf_counter(), 60.0 * args.minutes
 
     def monitor(name, iteration, loss):
         if iteration % args.score_every == 0:
-            trace["seconds"].append(time.perf_counter() - start)
+            trace["seconds"].append(time.perf_counter() - tic)
             trace["iteration"].append(iteration)
             trace["error"].append(burgers_score(problem))
-        if allreduce(time.perf_counter() - start > limit, "or", comm):
+        if allreduce(time.perf_counter() - tic > limit, "or", comm):
             raise StopTraining  # the same iteration on every rank
     result = train(problem, schedule(args), progress=not args.no_progress, checkpoint=checkpoint,
                    checkpoint_every=10, callback=monitor)
     losses, stages = result.history["loss"], result.stages
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - tic
     error = burgers_score(problem)
     u = predict(problem)
     if is_root(comm):
