@@ -3,10 +3,12 @@ from . import operators
 from .domains import Box, Interval, Rectangle, SpaceTime
 from .operators import derivatives, divergence, gradient, hessian, laplacian, time_derivative
 from .problem import CollocationProblem, Term
+from .runge_kutta import Tableau, gauss_legendre, runge_kutta_term
 from .sampling import SAMPLERS, resample_by_residual, sample_box
 from .train import OPTIMISERS, Stage, StopTraining, TrainResult, train
 
 __all__ = ["operators", "Box", "Interval", "Rectangle", "SpaceTime", "derivatives", "divergence", "gradient",
-           "hessian", "laplacian", "time_derivative", "CollocationProblem", "Term", "SAMPLERS",
+           "hessian", "laplacian", "time_derivative", "CollocationProblem", "Term", "Tableau", "gauss_legendre",
+           "runge_kutta_term", "SAMPLERS",
            "resample_by_residual", "sample_box", "OPTIMISERS", "Stage", "StopTraining", "TrainResult",
            "train"]
