@@ -32,9 +32,9 @@ import time
 
 import numpy as np
 
-from pinn_common import parser, pyplot, start
-from pnode.comm import allreduce, is_root
-from pnode.pinn import StopTraining, train
+from pinn_common import parser, pyplot, start, time_limit
+from pnode.comm import is_root
+from pnode.pinn import train
 from pnode.pinn.cases import burgers_problem, burgers_score, mlp, predict, scoring_grid
 
 
@@ -87,17 +87,15 @@ def main(argv=None) -> float:
     args, comm, checkpoint = start(p, argv)
     problem = burgers_problem(mlp(args.width, args.depth, args.seed), args.points, seed=args.seed, comm=comm)
     trace = {"seconds": [], "iteration": [], "error": []}
-    tic, limit = time.perf_counter(), 60.0 * args.minutes
+    tic = time.perf_counter()
 
     def monitor(name, iteration, loss):
         if iteration % args.score_every == 0:
             trace["seconds"].append(time.perf_counter() - tic)
             trace["iteration"].append(iteration)
             trace["error"].append(burgers_score(problem))
-        if allreduce(time.perf_counter() - tic > limit, "or", comm):
-            raise StopTraining  # the same iteration on every rank
     result = train(problem, schedule(args), progress=not args.no_progress, checkpoint=checkpoint,
-                   checkpoint_every=10, callback=monitor)
+                   checkpoint_every=10, callback=time_limit(args.minutes, comm, monitor))
     losses, stages = result.history["loss"], result.stages
     seconds = time.perf_counter() - tic
     error = burgers_score(problem)

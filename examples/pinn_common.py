@@ -58,3 +58,21 @@ def finish(fig, path: str, ax_loss, result) -> None:
     fig.savefig(path, dpi=110)
     pyplot().close(fig)
     print(f"stages: {[(s['optimiser'], s['iterations'], s['words']) for s in result.stages]}")
+
+
+def time_limit(minutes: float, comm, each=None):
+    """A :func:`pnode.pinn.train` callback raising ``StopTraining`` on every rank at the
+    first iteration after ``minutes`` of wall time (``each(name, iteration, loss)`` first)."""
+    import time
+
+    from pnode.comm import allreduce
+    from pnode.pinn import StopTraining
+
+    tic = time.perf_counter()
+
+    def callback(name, iteration, loss):
+        if each is not None:
+            each(name, iteration, loss)
+        if allreduce(time.perf_counter() - tic > 60.0 * minutes, "or", comm):
+            raise StopTraining
+    return callback

@@ -25,7 +25,7 @@ import inspect
 from typing import Callable, Mapping, Sequence
 
 import torch
-from torch.func import functional_call, jacrev, vmap
+from torch.func import functional_call, jacrev, vjp, vmap
 
 from pnode.comm import shard, world
 from pnode.errors import ConfigurationError
@@ -116,8 +116,11 @@ class CollocationProblem:
             if not torch.isfinite(rows).all():
                 raise ConfigurationError(f"term {term.name!r}: the residual is not finite at the points "
                                          f"{x[~torch.isfinite(rows.reshape(x.shape[0], -1)).all(1)].tolist()}")
-            jac = self._jacobian(params, term, x, data)
-            if not torch.any(jac != 0):
+            # J^T w for a random w is zero (almost surely) only when J is: one backward pass
+            w = torch.randn(rows.shape, dtype=rows.dtype, generator=torch.Generator().manual_seed(0))
+            _, pull = vjp(lambda p, c: self._rows(p, c, term, x, data), params, self._coeffs())
+            jt_w = [g for part in pull(w) for g in part.values()]
+            if not any(torch.any(g != 0) for g in jt_w):
                 raise ConfigurationError(
                     f"term {term.name!r}: the residual does not depend on the network's parameters or the "
                     "coefficients (its Jacobian is zero at the sampled points)")
