@@ -65,7 +65,7 @@ def main() -> None:
     rows.append(("laplacian: pnode.pinn vmap(hessian)", t_ref, 1.0, 0.0))
     for name, fn in (("laplacian: batched autograd", batched_autograd), ("laplacian: naive loop", naive_loop)):
         t, out = timed(fn, 1 if "loop" in name else args.repeat)
-        rows.append((name, t, t / t_ref, float((out.detach() - lap).abs().max())))
+        rows.append((name, t, t / t_ref, float((out - lap).detach().abs().max())))
 
     problem = poisson_problem(mlp(args.width, 2), args.points)
     t_jac, J = timed(problem.jacobian_rows, args.repeat)
