@@ -16,7 +16,7 @@ stops training at a wall-time limit (the same iteration on every rank).
 
     python examples/pinn_burgers.py --out out/pinn_burgers
     mpiexec -n 2 python examples/pinn_burgers.py --out out/pinn_burgers_n2
-    python examples/pinn_burgers.py --out out/pinn_burgers --resume --iterations 3000
+    python examples/pinn_burgers.py --out out/pinn_burgers --resume --minutes 10   # after a --minutes stop
 
 Writes to --out (rank 0): ``prediction.npz`` (``x (256,)``, ``t (100,)``, ``u (100, 256)``
 on ``x = linspace(-1, 1, 256)``, ``t = linspace(0, 0.99, 100)``, for independent scoring),

@@ -221,13 +221,13 @@ def train(problem: CollocationProblem, schedule: Sequence, *, progress: bool = T
     stages = [as_stage(s) for s in schedule]
     if not stages:
         raise ConfigurationError("the schedule is empty")
-    names = [s.optimiser for s in stages]
+    names = [[s.optimiser, s.iterations] for s in stages]
     history, done, first, resume = History(), [], 0, None
     if checkpoint is not None and os.path.exists(checkpoint):
         state = load_state(checkpoint)
         if state.get("schedule") != names:
             raise ConfigurationError(f"the checkpoint {os.fspath(checkpoint)!r} was written for the schedule "
-                                     f"{state.get('schedule')}, not {names}")
+                                     f"{state.get('schedule')} ([optimiser, iterations]), not {names}")
         history.load_state_dict(state["history"])
         done, first, resume = list(state["stages"]), int(state["stage"]), state["runner"]
         _assign(problem, state["x"])
