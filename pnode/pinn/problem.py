@@ -172,12 +172,8 @@ class CollocationProblem:
         dims = (None, None, 0) if data is None else (None, None, 0, 0)
         args = (params, self._coeffs(), x) if data is None else (params, self._coeffs(), x, data)
         jp, jc = vmap(fn, in_dims=dims)(*args)
-        n, c = x.shape[0], None
-        blocks = []
-        for block in [jp[k] for k in self.names] + [jc[k] for k in self.coefficients]:
-            c = block.shape[1]
-            blocks.append(block.reshape(n * c, -1))
-        return torch.cat(blocks, dim=1)
+        blocks = [jp[k] for k in self.names] + [jc[k] for k in self.coefficients]
+        return torch.cat([b.reshape(b.shape[0] * b.shape[1], -1) for b in blocks], dim=1)
 
     def term_residual(self, index: int, points: torch.Tensor | None = None) -> torch.Tensor:
         """Term ``index``'s unweighted residual ``(N, c)`` at ``points`` (default: this rank's)."""
