@@ -15,6 +15,14 @@ def test_gauss_newton_solves_the_1d_poisson_problem_to_high_accuracy():
     assert result.stages[0]["optimiser"] == "lm" and len(result.history) == result.stages[0]["iterations"]
 
 
+def test_lbfgs_line_search_has_its_evaluations():
+    """One L-BFGS iteration per step must still search its line (torch's default max_eval
+    for max_iter=1 would take every full step unchecked: 3e-2 here instead of 1e-5)."""
+    problem = poisson1d(n=32)
+    train(problem, [("lbfgs", 60)], progress=False)
+    assert rel_l2_poisson1d(problem) < 1e-4, rel_l2_poisson1d(problem)
+
+
 @pytest.mark.parametrize("schedule", [[("adam", 5, {"lr": 1e-2}), ("lm", 5)],
                                       [("lbfgs", 4), ("tao:lmvm", 4, {"lmvm": "bfgs"})],
                                       [("tao:brgn", 3)]])

@@ -106,6 +106,7 @@ class _Torch:
             self.opt = torch.optim.Adam(self.params, lr=opts.pop("lr", 1e-3), **opts)
         else:
             opts.setdefault("line_search_fn", "strong_wolfe")
+            opts.setdefault("max_eval", 25)  # torch's default, max_iter * 5 / 4, would leave one evaluation
             self.opt = torch.optim.LBFGS(self.params, lr=opts.pop("lr", 1.0), max_iter=1, **opts)
         self.iterations = 0
         self.progress = progress
