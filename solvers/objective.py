@@ -43,15 +43,21 @@ class Objective:
     make the residual); the loss is then
     ``0.5 * ||r||^2`` and Gauss-Newton solvers (TAO ``brgn``) use the Jacobian, as
     matrix-free JVP/VJP products (``jacobian="shell"``) or assembled (``"dense"``, for
-    small problems). Give one of ``closure`` or ``residual``.
+    small problems). Give one of ``closure`` or ``residual``. ``jacobian_rows()``, when
+    given, returns this rank's assembled Jacobian rows ``(rows, numel)`` at the model's
+    point, columns in the order of the solver's parameters (e.g. by ``vmap`` over
+    ``jacrev``, as :mod:`pnode.pinn` does); without it assembled rows take one backward
+    pass each.
     """
 
     def __init__(self, closure: Callable[[], torch.Tensor] | None = None, *,
                  residual: Callable[[], torch.Tensor] | None = None, reduce: str = "sum",
-                 jacobian: str = "shell"):
+                 jacobian: str = "shell", jacobian_rows: Callable[[], torch.Tensor] | None = None):
         if (closure is None) == (residual is None):
             raise ConfigurationError("an Objective needs exactly one of closure= or residual=")
-        for name, fn in (("closure", closure), ("residual", residual)):
+        if jacobian_rows is not None and residual is None:
+            raise ConfigurationError("jacobian_rows= belongs to a residual (give residual= too)")
+        for name, fn in (("closure", closure), ("residual", residual), ("jacobian_rows", jacobian_rows)):
             if fn is not None and not callable(fn):
                 raise ConfigurationError(f"{name} must be callable, got {type(fn).__name__}")
         if reduce not in REDUCTIONS:
@@ -64,6 +70,7 @@ class Objective:
             raise ConfigurationError(f"jacobian must be one of {JACOBIANS}, got {jacobian!r}")
         self.closure, self.residual = closure, residual
         self.reduce, self.jacobian = reduce, jacobian
+        self.jacobian_rows = jacobian_rows
 
     @property
     def has_residual(self) -> bool:
@@ -267,6 +274,11 @@ class Evaluator:
         self._jt_u_params = [p for p, g in zip(self.params, jt_u) if g is not None]
         self._jac_at = (self._at, self._versions)
 
+    def linearised_residual_into(self, F) -> None:
+        """The residual rows recorded by :meth:`linearise_residual` into ``F``."""
+        as_tensor(F).copy_(self._r.detach().reshape(-1))
+        F.stateIncrease()
+
     def _at_residual_point(self) -> None:
         at, versions = self._jac_at
         if self._at is not at or self._versions != self._model_versions():
@@ -295,8 +307,30 @@ class Evaluator:
                                    retain_graph=True, allow_unused=True)
         self._scatter(jt_w, Y)
 
+    def residual_and_rows(self, X) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's residual rows and assembled Jacobian rows ``(rows, numel)`` at ``X``
+        (by the objective's ``jacobian_rows`` when it has one)."""
+        if self.objective.jacobian_rows is None:
+            self.linearise_residual(X)
+            return self._r.detach(), self.dense_jacobian()
+        self.push(X)
+        self.gradients += 1
+        with torch.no_grad():
+            r = self._rows_checked()
+        return r, self._checked_rows(self.objective.jacobian_rows(), r.numel())
+
+    def _checked_rows(self, rows, m: int) -> torch.Tensor:
+        if not isinstance(rows, torch.Tensor) or tuple(rows.shape) != (m, self.pvec.numel):
+            shape = tuple(rows.shape) if isinstance(rows, torch.Tensor) else type(rows).__name__
+            raise ConfigurationError(
+                f"jacobian_rows() must return this rank's rows as a ({m}, {self.pvec.numel}) tensor, got {shape}")
+        return rows.detach()
+
     def dense_jacobian(self) -> torch.Tensor:
         """This rank's rows of the Jacobian at the linearised point, ``(rows, numel)``."""
+        if self.objective.jacobian_rows is not None:
+            self._at_residual_point()
+            return self._checked_rows(self.objective.jacobian_rows(), self._r.numel())
         m = self._r.numel()
         eye = torch.eye(m, dtype=self._r.dtype, device=self._r.device)
         rows = torch.empty(m, self.pvec.numel, dtype=self._r.dtype, device=self._r.device)

@@ -114,13 +114,15 @@ class TaoSolver:
     (floats, None for unbounded, or flat tensors of all parameters) go to the
     bound-constrained types. ``checkpoint`` is a file that :meth:`save` writes every
     ``checkpoint_every`` iterations (rank 0); :meth:`load` resumes from it.
+    ``callback(solver)`` runs on every rank after each iteration (the iterate is
+    ``solver.tao.getSolution()``; the model may hold a line-search trial point).
     """
 
     def __init__(self, params, objective: Objective | Callable[[], torch.Tensor], *, tao_type: str = "lmvm",
                  lmvm: str | None = None, comm=None, options: Mapping[str, Any] | None = None,
                  options_prefix: str | None = None, bounds: tuple | None = None, max_it: int = 100,
                  progress: bool = True, checkpoint: str | os.PathLike | None = None,
-                 checkpoint_every: int = 0):
+                 checkpoint_every: int = 0, callback: Callable[["TaoSolver"], None] | None = None):
         if callable(objective) and not isinstance(objective, Objective):
             objective = Objective(objective)
         self.pvec = as_param_vec(params, comm)
@@ -130,6 +132,7 @@ class TaoSolver:
         self.tao_type = self._check_type(self.opts.get("tao_type") or tao_type)
         self.max_it = int(max_it)
         self.progress, self.checkpoint, self.checkpoint_every = progress, checkpoint, int(checkpoint_every)
+        self.callback = callback
         self.history = History()
         self.iterations = 0
         self.guard = CallbackGuard(self.pvec.comm)
@@ -270,6 +273,8 @@ class TaoSolver:
             self._bar.update(1, loss=f, grad=gnorm)
             if self.checkpoint is not None and self.checkpoint_every > 0 and its % self.checkpoint_every == 0:
                 self.save(self.checkpoint)
+            if self.callback is not None:
+                self.callback(self)
 
     def solve(self, max_it: int | None = None) -> TaoResult:
         """Run TAO from the model's current parameters for at most ``max_it`` iterations in

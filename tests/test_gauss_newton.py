@@ -1,0 +1,108 @@
+"""pnode.solvers.LevenbergMarquardt: damped Gauss-Newton on PETSc (Cholesky or CG)."""
+import math
+
+import pytest
+import torch
+
+from pnode.errors import ConfigurationError
+from pnode.solvers import LevenbergMarquardt, NonFiniteObjectiveError, Objective
+from solver_cases import DT, flat_params, sharded_regression
+
+
+def linear_least_squares(m=20, n=5, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(m, n, generator=g, dtype=DT)
+    b = torch.randn(m, generator=g, dtype=DT)
+    x = torch.zeros(n, dtype=DT, requires_grad=True)
+    return x, A, b, torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
+
+
+@pytest.mark.parametrize("linear_solver", ["cholesky", "cg"])
+def test_linear_least_squares_is_solved_in_a_few_steps(linear_solver):
+    x, A, b, xstar = linear_least_squares()
+    obj = Objective(residual=lambda: A @ x - b)
+    opt = LevenbergMarquardt([x], obj, linear_solver=linear_solver, damping=1e-12, progress=False, gatol=1e-10)
+    result = opt.solve(max_it=10)
+    assert result.converged and result.iterations <= 3, result
+    assert torch.allclose(x.detach(), xstar, rtol=0, atol=1e-10)
+    assert opt.last["accepted"] == 1.0 and abs(opt.last["rho"] - 1.0) < 1e-6
+    opt.destroy()
+
+
+def test_assembled_rows_by_the_objective_are_used_and_checked():
+    x, A, b, xstar = linear_least_squares()
+    calls = []
+
+    def rows():
+        calls.append(1)
+        return A.clone()
+    opt = LevenbergMarquardt([x], Objective(residual=lambda: A @ x - b, jacobian_rows=rows), damping=1e-12,
+                             progress=False)
+    opt.solve(max_it=2)
+    assert calls and torch.allclose(x.detach(), xstar, atol=1e-10, rtol=0)
+    opt.destroy()
+    bad = LevenbergMarquardt([x], Objective(residual=lambda: A @ x - b, jacobian_rows=lambda: A[:, :2]),
+                             progress=False)
+    with pytest.raises(ConfigurationError, match=r"\(20, 5\) tensor"):
+        bad.step()
+    bad.destroy()
+
+
+def test_cholesky_and_cg_take_the_same_steps_and_the_loss_decreases():
+    runs = []
+    for solver in ("cholesky", "cg"):
+        net, _, residual = sharded_regression(None)
+        opt = LevenbergMarquardt(net, Objective(residual=residual), linear_solver=solver, progress=False,
+                                 options={"ksp_rtol": 1e-14, "ksp_max_it": 500} if solver == "cg" else None)
+        opt.solve(max_it=6)
+        runs.append((flat_params(net), torch.tensor(opt.history["loss"])))
+        opt.destroy()
+    (t1, l1), (t2, l2) = runs
+    assert torch.all(l1[1:] <= l1[:-1]) and l1[-1] < 0.2 * l1[0]
+    assert torch.allclose(l1, l2, rtol=1e-8, atol=0) and torch.allclose(t1, t2, rtol=0, atol=1e-7)
+
+
+def test_resume_gives_the_iterates_of_an_uninterrupted_run(tmp_path):
+    net, _, residual = sharded_regression(None)
+    opt = LevenbergMarquardt(net, Objective(residual=residual), progress=False)
+    opt.solve(max_it=8)
+    ref = flat_params(net)
+    opt.destroy()
+    net, _, residual = sharded_regression(None)
+    path = tmp_path / "lm.pt"
+    opt = LevenbergMarquardt(net, Objective(residual=residual), progress=False, checkpoint=path, checkpoint_every=2)
+    opt.solve(max_it=4)
+    opt.destroy()
+    net, _, residual = sharded_regression(None)
+    opt = LevenbergMarquardt(net, Objective(residual=residual), progress=False)
+    opt.load(path)
+    assert opt.iterations == 4 and len(opt.history) == 4
+    opt.solve(max_it=8)
+    assert torch.allclose(flat_params(net), ref, rtol=0, atol=1e-13)
+    opt.destroy()
+
+
+def test_non_finite_trial_points_are_rejected_and_a_non_finite_start_raises():
+    x = torch.tensor([0.5], dtype=DT, requires_grad=True)
+    # r = log(x / 0.01): the Gauss-Newton step from 0.5 is -1.96, where log is NaN
+    opt = LevenbergMarquardt([x], Objective(residual=lambda: torch.log(x / 0.01)), damping=1e-12, progress=False)
+    loss0 = 0.5 * math.log(50) ** 2
+    opt.step()
+    assert opt.last["accepted"] == 0.0 and opt.damping == 2e-12
+    assert float(x.detach()) == 0.5 and abs(opt.loss - loss0) < 1e-14
+    result = opt.solve(max_it=200)  # the damping grows until a step is accepted, then converges
+    assert abs(float(x.detach()) - 0.01) < 1e-10 and result.loss < 1e-20
+    opt.destroy()
+    y = torch.tensor([-1.0], dtype=DT, requires_grad=True)
+    opt = LevenbergMarquardt([y], Objective(residual=lambda: torch.log(y)), progress=False)
+    with pytest.raises(NonFiniteObjectiveError, match="not finite"):
+        opt.step()
+    opt.destroy()
+
+
+def test_bad_configurations_are_named():
+    x = torch.zeros(2, dtype=DT, requires_grad=True)
+    with pytest.raises(ConfigurationError, match="residual"):
+        LevenbergMarquardt([x], Objective(lambda: (x ** 2).sum()))
+    with pytest.raises(ConfigurationError, match="linear_solver"):
+        LevenbergMarquardt([x], Objective(residual=lambda: x), linear_solver="qr")
