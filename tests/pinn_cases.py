@@ -5,18 +5,14 @@ import math
 
 import torch
 
-from pnode.pinn import CollocationProblem, Interval, Term, operators as ops
+from pnode.pinn import CollocationProblem, Interval, Term, cases, operators as ops
 
 DT = torch.float64
 
 
 def mlp(inputs: int = 1, width: int = 8, depth: int = 1, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    layers, n = [], inputs
-    for _ in range(depth):
-        layers += [torch.nn.Linear(n, width), torch.nn.Tanh()]
-        n = width
-    return torch.nn.Sequential(*layers, torch.nn.Linear(n, 1)).to(DT)
+    """The tests' small tanh MLP (pnode.pinn.cases.mlp with the tests' sizes)."""
+    return cases.mlp(width=width, depth=depth, seed=seed, dtype=DT, inputs=inputs)
 
 
 def poisson_residual(u, x, c):
