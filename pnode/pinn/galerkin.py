@@ -33,7 +33,7 @@ from torch.autograd.function import once_differentiable
 from torch.func import functional_call, jacfwd, jacrev, vmap
 
 from pnode.comm import allreduce_sum_, as_mpi_comm, shard
-from pnode.errors import ConfigurationError
+from pnode.errors import ConfigurationError, PnodeError
 from pnode.params import ParamBuffer
 
 SOLVES = ("tikhonov", "pinv")
@@ -210,6 +210,13 @@ class GalerkinProblem(torch.nn.Module):
         if several:
             theta, *values = _Replicated.apply(self.mpi, theta, *(p for _, p in coeffs))
             coeffs = [(n, v) for (n, _), v in zip(coeffs, values)]
+        sums = self._collective_sums(t, theta, coeffs) if several else self._local_sums(t, theta, coeffs)
+        sums = sums / self.total
+        p = self.numel
+        return sums[:p * p].view(p, p), sums[p * p:]
+
+    def _local_sums(self, t: torch.Tensor, theta: torch.Tensor, coeffs) -> torch.Tensor:
+        """This rank's ``[sum J^T J, sum J^T f]`` over its own samples, flattened."""
         jac, u, du, d2u = self._fields(theta)
         if coeffs:
             f = functional_call(self.rhs, dict(coeffs), (t, self.points, u, du, d2u))
@@ -218,12 +225,25 @@ class GalerkinProblem(torch.nn.Module):
         if not isinstance(f, torch.Tensor) or f.numel() != u.numel():
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
             raise ConfigurationError(f"rhs must return one value per point ({u.numel()}), got {shape}")
-        sums = torch.cat([(jac.T @ jac).reshape(-1), jac.T @ f.reshape(-1)])
-        if several:
-            sums = _SumOverRanks.apply(sums, self.mpi)
-        sums = sums / self.total
-        p = self.numel
-        return sums[:p * p].view(p, p), sums[p * p:]
+        return torch.cat([(jac.T @ jac).reshape(-1), jac.T @ f.reshape(-1)])
+
+    def _collective_sums(self, t: torch.Tensor, theta: torch.Tensor, coeffs) -> torch.Tensor:
+        """The local sums added over the ranks in one Allreduce that also counts the ranks
+        whose evaluation raised: such a rank raises its own exception, the others a
+        :class:`PnodeError`, so no rank is left waiting for a failed one."""
+        failure = None
+        try:
+            local = self._local_sums(t, theta, coeffs)
+        except BaseException as exc:  # noqa: B902 - re-raised below, after the collective
+            failure, local = exc, torch.zeros(self.numel * (self.numel + 1), dtype=theta.dtype)
+        flag = torch.ones(1, dtype=local.dtype) if failure is not None else torch.zeros(1, dtype=local.dtype)
+        sums = _SumOverRanks.apply(torch.cat([local, flag]), self.mpi)
+        if failure is not None:
+            raise failure
+        if float(sums[-1]) > 0:
+            raise PnodeError(f"{int(sums[-1])} other rank(s) failed while evaluating M and F (their errors "
+                             "are raised there)")
+        return sums[:-1]
 
     def forward(self, t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """``theta'`` at ``(t, theta)``."""
