@@ -274,7 +274,7 @@ class DepthHierarchy(Hierarchy):
     def check_levels(self) -> None:
         for i, m in enumerate(self.models):
             if not isinstance(m, self.level_type):
-                raise ConfigurationError(f"level {i} is a {type(m).__name__}, not a {self.level_type.__name__}")
+                raise ConfigurationError(f"level {i} is a {type(m).__name__}, not an instance of {self.level_type.__name__}")
         layout = _block_layout(self.models[0].blocks[0])
         for i, m in enumerate(self.models):
             if i and len(m.blocks) != 2 * len(self.models[i - 1].blocks) - 1:

@@ -107,7 +107,7 @@ def test_levels_that_do_not_match_are_refused():
     other_head = ResidualNetwork(fine.stem, list(fine.blocks), torch.nn.Linear(3, 2).to(DT))
     with pytest.raises(ConfigurationError, match="stem and head of level 1"):
         DepthHierarchy([coarse, other_head])
-    with pytest.raises(ConfigurationError, match="not a ResidualNetwork"):
+    with pytest.raises(ConfigurationError, match="not an instance of ResidualNetwork"):
         DepthHierarchy([coarse, torch.nn.Linear(2, 1)])
     with pytest.raises(ConfigurationError, match="at least two levels"):
         DepthHierarchy([coarse])
@@ -138,5 +138,5 @@ def test_a_neural_ode_with_per_step_weights_is_the_residual_recursion_through_th
     _, fb, _ = blocks_of(fine, P @ flat_params(coarse))
     assert torch.equal(fb[2], cb[1]) and torch.allclose(fb[3], 0.5 * (cb[1] + cb[2]), rtol=0, atol=1e-15)
     H.destroy()
-    with pytest.raises(ConfigurationError, match="not a EulerNeuralODE"):
+    with pytest.raises(ConfigurationError, match="not an instance of EulerNeuralODE"):
         StepCountHierarchy(mlp_resnet(2, 4, 1, coarse_blocks=3, levels=2))
