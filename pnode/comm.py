@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 import traceback
 from contextlib import contextmanager
 from typing import Iterator, Sequence
@@ -87,9 +88,16 @@ def abort_on_error(comm, exc: BaseException) -> None:
     """
     c = as_mpi_comm(comm)
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    sys.stderr.write(f"pnode: rank {c.Get_rank()} of {c.Get_size()} failed, aborting all ranks:\n"
-                     + "".join(lines))
+    _report_and_abort(c, f"pnode: rank {c.Get_rank()} of {c.Get_size()} failed, aborting all ranks:\n"
+                      + "".join(lines))
+
+
+def _report_and_abort(c, text: str) -> None:
+    """Write ``text`` to stderr in one piece, give the MPI launcher a moment to forward it
+    (an abort can otherwise cut the message after its first line), and abort ``c``."""
+    sys.stderr.write(text)
     sys.stderr.flush()
+    time.sleep(0.2)
     c.Abort(1)
 
 
@@ -104,11 +112,13 @@ def abort_on_uncaught() -> None:
     previous = sys.excepthook
 
     def hook(kind, exc, tb):
-        previous(kind, exc, tb)
-        sys.stderr.write(f"pnode: uncaught {kind.__name__} on rank {MPI.COMM_WORLD.Get_rank()}, "
-                         "aborting all ranks\n")
-        sys.stderr.flush()
-        MPI.COMM_WORLD.Abort(1)
+        if previous is not sys.__excepthook__:
+            previous(kind, exc, tb)
+            text = ""
+        else:
+            text = "".join(traceback.format_exception(kind, exc, tb))
+        _report_and_abort(MPI.COMM_WORLD, text + f"pnode: uncaught {kind.__name__} on rank "
+                          f"{MPI.COMM_WORLD.Get_rank()}, aborting all ranks\n")
 
     hook._pnode = True
     sys.excepthook = hook
