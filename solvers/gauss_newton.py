@@ -47,7 +47,7 @@ from pnode.startup import PETSc
 
 from .monitor import History, Progress
 from .objective import Evaluator, NonFiniteObjectiveError, Objective, as_param_vec
-from .tao import TaoResult, load_state, save_state, tao_reason
+from .tao import TaoResult, load_state, restore_iterate, save_state, tao_reason
 from .trust_region import ratio
 
 LINEAR_SOLVERS = ("cholesky", "cg")
@@ -246,12 +246,7 @@ class LevenbergMarquardt:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict` (the model takes its iterate)."""
-        x = state.get("x")
-        if state.get("solver") != "levenberg-marquardt" or not isinstance(x, torch.Tensor) or x.numel() != self.pvec.numel:
-            raise ConfigurationError(
-                f"this state is not a LevenbergMarquardt's for {self.pvec.numel} parameters "
-                f"(solver {state.get('solver')!r})")
-        self.pvec.buffer.assign(x.to(self.pvec.full))
+        restore_iterate(state, "levenberg-marquardt", "a LevenbergMarquardt", self.pvec)
         self.pvec.pull(self._x)
         self.damping, self.nu = float(state["damping"]), float(state["nu"])
         self.iterations = int(state["iterations"])

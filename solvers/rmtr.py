@@ -43,6 +43,7 @@ from pnode.options import ScopedOptions
 from .hierarchy import Hierarchy
 from .monitor import History
 from .objective import Evaluator, NonFiniteObjectiveError, Objective
+from .tao import restore_iterate
 from .trust_region import SR1Subproblem, TrustRegionCore, TrustRegionSettings
 
 CYCLES = {"V": 1, "W": 2}
@@ -280,12 +281,9 @@ class RMTR:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict`."""
         fine = self.fine
-        x = state.get("x")
-        if (state.get("solver") != "rmtr" or not isinstance(x, torch.Tensor) or x.numel() != fine.pvec.numel
-                or len(state.get("sr1_points", ())) != len(self.cores)):
-            raise ConfigurationError(
-                f"this state is not an RMTR's for {len(self.cores)} levels and {fine.pvec.numel} parameters")
-        fine.pvec.buffer.assign(x.to(fine.pvec.full))
+        restore_iterate(state, "rmtr", "an RMTR", fine.pvec,
+                        what=f"{len(self.cores)} levels and {fine.pvec.numel} parameters",
+                        consistent=len(state.get("sr1_points", ())) == len(self.cores))
         fine.pvec.pull(fine.x)
         self.rmtr = RMTRSettings(**{f.name: state["rmtr"][f.name] for f in fields(RMTRSettings)})
         settings = TrustRegionSettings(**{f.name: state["settings"][f.name] for f in fields(TrustRegionSettings)})

@@ -325,12 +325,7 @@ class TaoSolver:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict`: the model takes its iterate."""
-        x = state.get("x")
-        if state.get("solver") != "tao" or not isinstance(x, torch.Tensor) or x.numel() != self.pvec.numel:
-            raise ConfigurationError(
-                f"this state is not a TaoSolver's for {self.pvec.numel} parameters "
-                f"(solver {state.get('solver')!r}, {getattr(x, 'numel', lambda: None)()} values)")
-        self.pvec.buffer.assign(x.to(self.pvec.full))
+        restore_iterate(state, "tao", "a TaoSolver", self.pvec)
         self.iterations = int(state["iterations"])
         self.history.load_state_dict(state["history"])
 
@@ -437,6 +432,19 @@ def save_state(state: Mapping[str, Any], path: str | os.PathLike, comm=None) -> 
         os.replace(tmp, path)
     if comm is not None:
         comm.Barrier()
+
+
+def restore_iterate(state: Mapping[str, Any], solver: str, owner: str, pvec, *, what: str | None = None,
+                    consistent: bool = True) -> None:
+    """Check that ``state`` was written by ``solver`` for ``pvec``'s parameters (and, with
+    ``consistent``, any further condition of the caller's), then give the model its iterate
+    ``state["x"]``; otherwise raise a :class:`ConfigurationError` naming ``owner``."""
+    x = state.get("x")
+    if state.get("solver") != solver or not isinstance(x, torch.Tensor) or x.numel() != pvec.numel or not consistent:
+        raise ConfigurationError(
+            f"this state is not {owner}'s for {what or f'{pvec.numel} parameters'} "
+            f"(solver {state.get('solver')!r}, {getattr(x, 'numel', lambda: None)()} values)")
+    pvec.buffer.assign(x.to(pvec.full))
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from pnode.startup import PETSc
 
 from .monitor import History
 from .objective import Evaluator, NonFiniteObjectiveError, Objective, as_param_vec
+from .tao import restore_iterate
 
 KSP_TYPES = ("stcg", "gltr", "nash")
 SAME_POINT = 1e-10  # relative distance below which a point repeats the last one
@@ -367,10 +368,7 @@ class TrustRegion:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict`."""
-        x = state.get("x")
-        if state.get("solver") != "trust_region" or not isinstance(x, torch.Tensor) or x.numel() != self.pvec.numel:
-            raise ConfigurationError(f"this state is not a TrustRegion's for {self.pvec.numel} parameters")
-        self.pvec.buffer.assign(x.to(self.pvec.full))
+        restore_iterate(state, "trust_region", "a TrustRegion", self.pvec)
         self.pvec.pull(self.core.x)
         self.core.radius = float(state["radius"])
         self.iterations = int(state["iterations"])
