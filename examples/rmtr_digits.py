@@ -85,6 +85,7 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--out", default="out/rmtr_digits")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0, help="the train/test split, the initial weights and the batches")
     args, petsc_args = p.parse_known_args(argv[1:])
     comm = MPI.COMM_WORLD
     pnode.init([argv[0]] + petsc_args)
@@ -92,14 +93,14 @@ def main(argv: list[str]) -> dict:
     root = comm.Get_rank() == 0
     os.makedirs(args.out, exist_ok=True)
 
-    xtr, ytr, xte, yte = digits_data()
-    torch.manual_seed(0)
+    xtr, ytr, xte, yte = digits_data(seed=args.seed)
+    torch.manual_seed(args.seed)
     models = mlp_resnet(64, args.width, 10, args.coarse_blocks, args.levels, horizon=2.0)
     fine = models[-1]
     hierarchy = DepthHierarchy(models, comm)
     opt = RMTR(hierarchy, rmtr=RMTRSettings(cycle=args.cycle))
     growth = BatchGrowth(min(args.batch, len(ytr)), len(ytr), factor=2, patience=3, tol=0.01)
-    batches = HybridBatches(len(ytr), growth, comm, seed=0)
+    batches = HybridBatches(len(ytr), growth, comm, seed=args.seed)
     log = {"cycle": [], "loss": [], "gradients": [], "train": [], "test": []}
     ckpt = os.path.join(args.out, "checkpoint.pt")
     if args.resume and os.path.exists(ckpt):
