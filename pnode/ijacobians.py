@@ -20,12 +20,18 @@ and the command line win). Adding a kind is one class here.
   ``seqbaij`` Mat of block size ``m``; ``pc_type pbjacobi`` inverts the blocks exactly.
   Every assembly also applies one random VJP of the true function and raises
   :class:`ConfigurationError` if it disagrees with the blocks (samples coupled).
+* ``"coloured"``: the sparse ``dg/du`` of a :class:`pnode.dmda.DMDAProblem`, one backward
+  pass of ``func`` on the ghosted patch per stencil colour (:mod:`pnode.colouring`), into
+  the DMDA's AIJ matrix (each rank its own rows) by ``MatSetValuesCOO``; ``ksp_type
+  gmres``, ``pc_type bjacobi`` (ILU(0) blocks), any PETSc PC by options. The first
+  assembly checks one random VJP against the rows (``func`` reaching past its stencil).
 
 ``jacobian="auto"`` (:func:`choose_jacobian`) tries the kinds in ``AUTO_ORDER`` and takes
-the first whose :meth:`IJacobianKind.suits` says yes: ``"blocks"`` for a batched state
+the first whose :meth:`IJacobianKind.suits` says yes: ``"coloured"`` for an implicit part
+that is a CPU DMDA problem (any number of ranks); ``"blocks"`` for a batched state
 (``ndim >= 2``, ``B > 1``) with ``m <= BLOCK_MAX`` whose samples are found independent at
-``(t0, y0)``; ``"dense"`` for ``n <= DENSE_MAX``; otherwise ``"matrix-free"``. Assembled
-kinds need a CPU state on a one-process communicator.
+``(t0, y0)``; ``"dense"`` for ``n <= DENSE_MAX``; otherwise ``"matrix-free"``. The dense
+and block kinds need a CPU state on a one-process communicator.
 """
 from __future__ import annotations
 
