@@ -37,7 +37,8 @@ def test_gradients_equal_one_rank(method, kw):
 
 def test_preconditioned_stiff_solve_equals_one_rank():
     """Two ILU(0) blocks precondition less than one (measured: 407 GMRES iterations on two
-    ranks, 297 on one, 1600 without a preconditioner); GAMG stays near one rank's 76."""
+    ranks, 297 on one, 1600 without a preconditioner); GAMG, chosen by options, works on
+    the distributed matrix too."""
     out, stats = stiff_diffusion(WORLD, "auto")  # auto: coloured on every number of ranks
     ref, ref_stats = stiff_diffusion(MPI.COMM_SELF, "matrix-free")
     assert stats["jacobian"] == "coloured"
