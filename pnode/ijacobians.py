@@ -555,7 +555,7 @@ class ColouredJacobian(IJacobianKind):
             return "needs a CPU state; use jacobian='matrix-free'"
         if problem.jac is not None:
             return "assembles dg/du from the stencil: it does not take jac="
-        if problem.mass is not None and (problem.mass.depends_on_state or not problem.mass.diagonal):
+        if problem.mass is not None and (problem.mass.depends_on_state or not getattr(problem.mass, "diagonal", False)):
             return "supports only a constant diagonal mass= (shape (n,))"
         return None
 
