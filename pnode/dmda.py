@@ -104,6 +104,12 @@ class Halo:
         self.source = torch.from_numpy(source)
         self.remote = torch.from_numpy(np.flatnonzero(remote))
 
+    def global_indices(self) -> np.ndarray:
+        """PETSc's global index of every point (and dof) of this rank's ghosted patch, flat;
+        -1 outside the domain (and in a star stencil's corners). Collective."""
+        start, end = self.g.getOwnershipRange()
+        return (self._exchange(np.arange(start + 1, end + 1, dtype=np.float64)) - 1).astype(np.int64)
+
     def _exchange(self, owned: np.ndarray) -> np.ndarray:
         P = PETSc()
         self.g.getArray()[:] = owned
@@ -191,7 +197,11 @@ class DMDAProblem(torch.nn.Module):
         if tuple(x.shape) != self.owned_shape:
             raise ConfigurationError(
                 f"the state on this rank must have the owned shape {self.owned_shape}, got {tuple(x.shape)}")
-        out = self.func(t, self.halo.to_local(x))
+        return self.on_patch(t, self.halo.to_local(x))
+
+    def on_patch(self, t: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+        """``func(t, patch)`` on a ghosted patch, its shape checked (the owned values)."""
+        out = self.func(t, patch)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != self.owned_shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ConfigurationError(

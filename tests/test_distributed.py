@@ -121,7 +121,7 @@ def _reference_implicit(name: str, u0: torch.Tensor):
     return out, list(model.parameters()) + list(diffusion.parameters())
 
 
-@pytest.mark.parametrize("jacobian", ["matrix-free", "dense"])
+@pytest.mark.parametrize("jacobian", ["matrix-free", "dense", "coloured"])
 @pytest.mark.parametrize("name", list(IMPLICIT_CASES))
 def test_implicit_dmda_problem_equals_backprop_through_torch_scheme(name, jacobian):
     loss, gu0, gp, stats = implicit_case(name, SELF, jacobian=jacobian)
