@@ -303,6 +303,8 @@ class Integrator:
         capacity = self._stack_capacity() if self._trajectory else None
         if self.newton is not None:
             self.newton.start()
+        if self.implicit is not None:
+            self.implicit.start(self.ts)
         self._in_forward = True
         try:
             self._run(lambda: self.ts.solve(self.U))
