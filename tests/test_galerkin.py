@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pnode
-from galerkin_cases import SMALL, final_loss, ga
+from galerkin_cases import EVAL, SMALL, final_loss, ga
 from helpers import central_difference, rel_error
 from pnode.pinn.galerkin import GalerkinProblem, PeriodicFeatures
 
@@ -103,3 +103,47 @@ def test_adjoint_gradient_matches_central_differences(method, options):
     for tensor, index, grad in checks:
         fd = central_difference(plain, tensor.data, index, 1e-4)
         assert abs(fd - float(grad[index])) <= 1e-6 * abs(fd), (index, fd, float(grad[index]))
+
+
+# the implicit form G = M(theta) theta' - F = 0: Newton's basin shrinks with M's smallest
+# eigenvalue (measured on SMALL at h = T/8: diverging with the shift 1e-4 or 1e-6, converging
+# in 7 iterations with 1e-2, cond(M + eps I) ~ 1e3), so these tests take 1e-2
+IMPLICIT = dataclasses.replace(SMALL, regularization=1e-2, T=0.02, rk4_steps=2)
+
+
+@pytest.mark.parametrize("method", ["beuler", "theta"])
+def test_implicit_mass_form_marches_the_solved_form_and_its_adjoint_matches_central_differences(method):
+    problem = ga.build(IMPLICIT)
+    force, mass = problem.implicit_form()
+    theta0 = problem.flat().requires_grad_()
+    step = IMPLICIT.T / IMPLICIT.rk4_steps
+    t = torch.tensor([0.0, IMPLICIT.T], dtype=DT)
+
+    def loss(solve, mass_form=True):
+        kw = {"mass": mass} if mass_form else {}
+        theta = solve(force if mass_form else problem, theta0, t, method=method, step_size=step,
+                      options=NEWTON, jacobian="dense", **kw)[-1]
+        return theta, ((problem.solution(theta, EVAL) - ga.exact(EVAL, IMPLICIT.T, 0.9)) ** 2).mean()
+
+    theta_T, value = loss(pnode.odeint_adjoint)
+    value.backward()
+    with torch.no_grad():
+        solved, _ = loss(pnode.odeint, mass_form=False)
+    # the same ODE (M + eps I) theta' = F: equal within Newton's tolerance
+    assert rel_error(theta_T.detach(), solved) < 1e-11
+    speed = problem.rhs.speed
+
+    def plain():
+        with torch.no_grad():
+            return loss(pnode.odeint)[1]
+
+    for tensor, index, grad in [(speed, (), speed.grad), (theta0, (0,), theta0.grad), (theta0, (5,), theta0.grad)]:
+        fd = central_difference(plain, tensor.data, index, 1e-4)
+        assert abs(fd - float(grad[index])) <= 1e-6 * abs(fd), (index, fd, float(grad[index]))
+
+
+def test_implicit_form_needs_the_tikhonov_solve():
+    problem = ga.build(SMALL)
+    pinv = GalerkinProblem(problem.net, problem.rhs, problem.points, solve="pinv", derivatives=1)
+    with pytest.raises(pnode.ConfigurationError, match="solve='tikhonov'"):
+        pinv.implicit_form()
