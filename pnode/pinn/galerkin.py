@@ -243,7 +243,7 @@ class GalerkinProblem(torch.nn.Module):
         sums = _SumOverRanks.apply(torch.cat([local, flag]), self.mpi)
         if failure is not None:
             raise failure
-        if float(sums[-1]) > 0:
+        if float(sums[-1].detach()) > 0:
             raise PnodeError(f"{int(sums[-1])} other rank(s) failed while evaluating M and F (their errors "
                              "are raised there)")
         return sums[:-1]
