@@ -147,3 +147,32 @@ def test_implicit_form_needs_the_tikhonov_solve():
     pinv = GalerkinProblem(problem.net, problem.rhs, problem.points, solve="pinv", derivatives=1)
     with pytest.raises(pnode.ConfigurationError, match="solve='tikhonov'"):
         pinv.implicit_form()
+
+
+class BlowsUp(torch.nn.Module):
+    """Advection until t = 0.03, NaN after (a right-hand side that breaks down)."""
+
+    def forward(self, t, x, u, du, d2u):
+        return -du[:, 0] + torch.where(t > 0.03, torch.nan, 0.0)
+
+
+def test_non_finite_theta_stops_with_the_last_good_state():
+    problem = ga.build(SMALL)
+    problem = GalerkinProblem(problem.net, BlowsUp(), problem.points, derivatives=1, regularization=1e-6)
+    theta0 = problem.flat()
+    t = torch.tensor([0.0, 0.01, 0.02, 0.03, 0.04], dtype=DT)
+    with pytest.raises(pnode.ConvergenceError, match=r"non-finite.*t=0\.035, step 7") as info:
+        pnode.odeint(problem, theta0, t, method="rk4", step_size=0.005)
+    when, state = info.value.last_good
+    clean = pnode.odeint(problem, theta0, t[:4], method="rk4", step_size=0.005)[-1]
+    assert when == pytest.approx(0.03) and torch.equal(state, clean)
+
+
+def test_newton_failure_of_the_implicit_form_names_time_and_step():
+    # SMALL's shift 1e-6: cond(M + eps I) ~ 1e7 and Newton diverges from the first step
+    problem = ga.build(SMALL)
+    force, mass = problem.implicit_form()
+    t = torch.tensor([0.0, SMALL.T], dtype=DT)
+    with pytest.raises(pnode.ConvergenceError, match=r"Newton did not converge.*t=0, step 0.*SNES_DIVERGED"):
+        pnode.odeint(force, problem.flat(), t, method="beuler", step_size=SMALL.T / 8, mass=mass,
+                     options=NEWTON, jacobian="dense")
