@@ -176,3 +176,21 @@ def test_newton_failure_of_the_implicit_form_names_time_and_step():
     with pytest.raises(pnode.ConvergenceError, match=r"Newton did not converge.*t=0, step 0.*SNES_DIVERGED"):
         pnode.odeint(force, problem.flat(), t, method="beuler", step_size=SMALL.T / 8, mass=mass,
                      options=NEWTON, jacobian="dense")
+
+
+def test_allen_cahn_example_machinery_marches_both_methods_and_resumes(tmp_path):
+    ac = pytest.importorskip("galerkin_allen_cahn")
+    cfg = dataclasses.replace(ac.Config(), **ac.QUICK)
+    first = ac.run(cfg, tmp_path)
+    assert first["fit_rel"] < 1.0 and first["dopri5_steps"] > 0 and first["arkimex_steps"] > 0
+    # both march the same ODE to their tolerance: the fields at T agree far below the fit error
+    problem = ac.build(cfg)
+    x = torch.linspace(-1, 1, 65, dtype=DT)
+    with torch.no_grad():
+        u = [problem.solution(torch.load(tmp_path / f"{m}.pt")["thetas"][-1], x) for m in ac.METHODS]
+    assert rel_error(u[0], u[1]) < 1e-3
+    assert (tmp_path / "galerkin_allen_cahn.png").stat().st_size > 10_000
+    # a second run resumes from the saved fit and windows: nothing is marched again
+    again = ac.run(cfg, tmp_path)
+    for key in ("fit_loss", "dopri5_steps", "arkimex_steps", "dopri5_seconds", "dopri5_rel", "arkimex_rel"):
+        assert again[key] == first[key], key
