@@ -22,9 +22,12 @@ class ConvergenceError(PnodeError):
     """A solve failed: diverged nonlinear/linear solve, collapsing step, non-finite state.
 
     ``collective`` is True when every rank of the solve raises it together (a verdict
-    reached by a reduction), so that no rank needs to abort the others."""
+    reached by a reduction), so that no rank needs to abort the others. ``last_good``:
+    for a non-finite state, ``(time, state)`` of the last output time reached with a
+    finite state (None otherwise)."""
 
     collective = False
+    last_good = None
 
     def __init__(self, message: str, *, time: float | None = None, step: int | None = None,
                  reason: str | None = None, collective: bool = False):

@@ -1,5 +1,10 @@
 """The kinds of Newton Jacobian ``shift*M - dg/du`` of implicit methods, in one registry.
 
+A state-dependent mass ``M(u)`` (``mass.depends_on_state``) makes the Jacobian
+``shift*M(u) + d(M(u) u')/du - dg/du``: the kinds then linearise ``h = g(t, u) - M(u) u'``
+at the stage's ``u'`` and take ``M(u)`` at the same point (``matrix-free`` and ``dense``;
+``blocks`` refuses it).
+
 Each kind is a class registered under its ``jacobian=`` name. It owns a PETSc Mat, is
 told the linearisation point by :meth:`IJacobianKind.at` (PETSc's IJacobian callback)
 and brings the KSP/PC options that solve with it (``solver_defaults``; the user's options
@@ -106,18 +111,19 @@ class IJacobianKind:
     def __init__(self, problem, comm, guard: CallbackGuard):
         self.problem = problem
 
-    def linearise(self, t: float, x: torch.Tensor) -> None:
+    def linearise(self, t: float, x: torch.Tensor, xdot: torch.Tensor | None = None) -> None:
         """Evaluate ``dg/du`` (or the linearisation point) at PETSc time ``t`` and flat
-        state ``x``, and keep it."""
+        state ``x`` (and time derivative ``xdot``, used by a state-dependent mass), and
+        keep it."""
         raise NotImplementedError
 
     def form(self, shift: float) -> None:
         """Write ``shift*M - dg/du`` with the kept ``dg/du`` into the Mat."""
         raise NotImplementedError
 
-    def at(self, t: float, x: torch.Tensor, shift: float) -> None:
-        """Linearise at ``(t, x)`` and form the matrix for ``shift``."""
-        self.linearise(t, x)
+    def at(self, t: float, x: torch.Tensor, shift: float, xdot: torch.Tensor | None = None) -> None:
+        """Linearise at ``(t, x, xdot)`` and form the matrix for ``shift``."""
+        self.linearise(t, x, xdot)
         self.form(shift)
 
     def destroy(self) -> None:
@@ -164,34 +170,57 @@ def build_jacobian(kind: str, problem, comm, guard: CallbackGuard) -> IJacobianK
     return KINDS[kind](problem, comm, guard)
 
 
+def state_mass(problem) -> bool:
+    """Whether ``problem``'s mass matrix depends on the state."""
+    return problem.mass is not None and problem.mass.depends_on_state
+
+
+def implicit_part(problem, t: float, x: torch.Tensor, xdot: torch.Tensor | None) -> torch.Tensor:
+    """``h = g(t, x)`` flat, or ``g(t, x) - M(x) xdot`` for a state-dependent mass (its
+    derivative in ``x`` then holds ``-d(M(x) xdot)/dx``)."""
+    g = problem.implicit.rhs(t, x).reshape(-1)
+    if xdot is None or not state_mass(problem):
+        return g
+    return g - problem.mass.product(t, x, xdot.detach()).reshape(-1)
+
+
 class Linearisation:
-    """``g(t, x)`` with its autograd graph at one point, built lazily and reused."""
+    """``h(t, x)`` (:func:`implicit_part`) with its autograd graph at one point, built
+    lazily and reused."""
 
     def __init__(self, problem):
         self.problem = problem
         self.x = torch.zeros(problem.numel, dtype=problem.dtype, device=problem.device)
+        self._xdot = torch.zeros_like(self.x) if state_mass(problem) else None
+        self.xdot = None  # the point's u' (a state-dependent mass), or None: h = g
         self.t = 0.0
         self._graph = None
 
-    def set_point(self, t: float, x: torch.Tensor) -> None:
+    def set_point(self, t: float, x: torch.Tensor, xdot: torch.Tensor | None = None) -> None:
         self.t = t
         self.x.copy_(x)
+        self.xdot = None if xdot is None or self._xdot is None else self._xdot.copy_(xdot)
         self._graph = None
 
     def graph(self):
-        """(x leaf, g(t, x) flat) with a retained graph."""
+        """(x leaf, h(t, x) flat) with a retained graph."""
         if self._graph is None:
             prob = self.problem
             with torch.enable_grad():
                 xr = self.x.detach().view(prob.shape).requires_grad_(True)
-                g = prob.implicit.rhs(self.t, xr).reshape(-1)
-            self._graph = (xr, g)
+                h = implicit_part(prob, self.t, xr, self.xdot)
+            self._graph = (xr, h)
         return self._graph
 
-
-def _mass_product(problem, v: torch.Tensor, transpose: bool) -> torch.Tensor:
-    mass = problem.mass
-    return v if mass is None else mass.apply(v, transpose)
+    def mass_product(self, v: torch.Tensor, transpose: bool) -> torch.Tensor:
+        """``M v`` (or ``M^T v``) at the linearisation point; ``v`` without a mass."""
+        mass = self.problem.mass
+        if mass is None:
+            return v
+        if not mass.depends_on_state:
+            return mass.apply(v, transpose)
+        with torch.no_grad():
+            return mass.product(self.t, self.x.view(self.problem.shape), v, transpose).reshape(-1)
 
 
 class _ShiftedProducts(Linearisation):
@@ -202,8 +231,8 @@ class _ShiftedProducts(Linearisation):
         self.shift, self.factor = 0.0, 1.0
         self._dual = None
 
-    def set_point(self, t: float, x: torch.Tensor) -> None:
-        super().set_point(t, x)
+    def set_point(self, t: float, x: torch.Tensor, xdot: torch.Tensor | None = None) -> None:
+        super().set_point(t, x, xdot)
         self._dual = None
 
     def set_shift(self, shift: float) -> None:
@@ -245,12 +274,12 @@ class _ShiftedProducts(Linearisation):
 
     def mult(self, mat, X, Y) -> None:
         v = as_tensor(X, None, "r")
-        out = _mass_product(self.problem, v, False).mul(self.shift).sub_(self._jvp(v)).mul_(self.factor)
+        out = self.mass_product(v, False).mul(self.shift).sub_(self._jvp(v)).mul_(self.factor)
         as_tensor(Y).copy_(out)
 
     def multTranspose(self, mat, X, Y) -> None:
         v = as_tensor(X, None, "r")
-        out = _mass_product(self.problem, v, True).mul(self.shift).sub_(self._vjp(v)).mul_(self.factor)
+        out = self.mass_product(v, True).mul(self.shift).sub_(self._vjp(v)).mul_(self.factor)
         as_tensor(Y).copy_(out)
 
     def scale(self, mat, a) -> None:
@@ -264,29 +293,25 @@ class MatrixFreeJacobian(IJacobianKind):
     name = "matrix-free"
     solver_defaults = {}
 
-    @classmethod
-    def unsupported(cls, problem, comm) -> str | None:
-        if problem.mass is not None and problem.mass.depends_on_state:
-            return "does not support a state-dependent mass matrix yet"
-        return None
-
     def __init__(self, problem, comm, guard: CallbackGuard):
         super().__init__(problem, comm, guard)
         self.products = _ShiftedProducts(problem)
         self.mat = shell_mat(self.products, problem.numel, problem.numel, comm, guard)
 
-    def linearise(self, t: float, x: torch.Tensor) -> None:
-        self.products.set_point(t, x)
+    def linearise(self, t: float, x: torch.Tensor, xdot: torch.Tensor | None = None) -> None:
+        self.products.set_point(t, x, xdot)
 
     def form(self, shift: float) -> None:
         self.products.set_shift(shift)
 
 
-def batched_vjp(problem, t: float, x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-    """``seeds[k]^T dg/du`` for every ``k`` (flat rows), one batched backward at ``(t, x)``."""
+def batched_vjp(problem, t: float, x: torch.Tensor, seeds: torch.Tensor,
+                xdot: torch.Tensor | None = None) -> torch.Tensor:
+    """``seeds[k]^T dh/du`` for every ``k`` (flat rows; ``h``: :func:`implicit_part`), one
+    batched backward at ``(t, x, xdot)``."""
     with torch.enable_grad():
         xr = x.detach().reshape(problem.shape).requires_grad_(True)
-        g = problem.implicit.rhs(t, xr)
+        g = implicit_part(problem, t, xr, xdot).reshape(problem.shape)
     if not g.requires_grad:
         return torch.zeros(seeds.shape[0], problem.numel, dtype=x.dtype, device=x.device)
     (rows,) = torch.autograd.grad(g, xr, seeds.view(seeds.shape[0], *problem.shape),
@@ -296,12 +321,13 @@ def batched_vjp(problem, t: float, x: torch.Tensor, seeds: torch.Tensor) -> torc
     return rows.reshape(seeds.shape[0], -1)
 
 
-def row_vjps(problem, t: float, x: torch.Tensor, eye: torch.Tensor) -> torch.Tensor:
-    """``dg/du`` at ``(t, x)`` by one backward pass per row on one graph (the fastest way
-    for a few unknowns: a batched backward costs more than ``SMALL_DENSE`` plain ones)."""
+def row_vjps(problem, t: float, x: torch.Tensor, eye: torch.Tensor,
+             xdot: torch.Tensor | None = None) -> torch.Tensor:
+    """``dh/du`` at ``(t, x, xdot)`` by one backward pass per row on one graph (the fastest
+    way for a few unknowns: a batched backward costs more than ``SMALL_DENSE`` plain ones)."""
     with torch.enable_grad():
         xr = x.detach().reshape(problem.shape).requires_grad_(True)
-        g = problem.implicit.rhs(t, xr).reshape(-1)
+        g = implicit_part(problem, t, xr, xdot)
     if not g.requires_grad:
         return torch.zeros_like(eye)
     rows = [torch.autograd.grad(g, xr, e, retain_graph=True, allow_unused=True)[0] for e in eye]
@@ -311,13 +337,15 @@ def row_vjps(problem, t: float, x: torch.Tensor, eye: torch.Tensor) -> torch.Ten
 
 
 def dense_assembly(problem, eye: torch.Tensor):
-    """``(t, x) -> dg/du`` (flat rows): the user's ``jac=`` (checked at its first call), one
-    backward per row for at most ``SMALL_DENSE`` unknowns, else one batched backward."""
+    """``(t, x, xdot) -> dh/du`` (flat rows): the user's ``jac=`` (checked at its first
+    call), one backward per row for at most ``SMALL_DENSE`` unknowns, else one batched
+    backward."""
     if problem.jac is not None:
-        return UserJacobian(problem, (problem.numel, problem.numel))
+        user = UserJacobian(problem, (problem.numel, problem.numel))
+        return lambda t, x, xdot: user(t, x)
     if problem.numel <= SMALL_DENSE:
-        return lambda t, x: row_vjps(problem, t, x, eye)
-    return lambda t, x: batched_vjp(problem, t, x, eye)
+        return lambda t, x, xdot: row_vjps(problem, t, x, eye, xdot)
+    return lambda t, x, xdot: batched_vjp(problem, t, x, eye, xdot)
 
 
 class UserJacobian:
@@ -371,14 +399,15 @@ def _numel(shape) -> int:
 
 
 class _AssembledJacobian(IJacobianKind):
-    """Assembled kinds: a CPU state on one process, a constant mass matrix."""
+    """Assembled kinds: a CPU state on one process."""
 
     @classmethod
     def unsupported(cls, problem, comm) -> str | None:
         if comm.getSize() != 1 or problem.device.type != "cpu":
             return "needs a CPU state on a one-process communicator; use jacobian='matrix-free'"
-        if problem.mass is not None and problem.mass.depends_on_state:
-            return "does not support a state-dependent mass matrix"
+        if state_mass(problem) and problem.jac is not None:
+            return ("cannot use jac= with a state-dependent mass matrix (the Jacobian also holds "
+                    "d(M(u) u')/du); leave jac= out")
         return None
 
 
@@ -406,12 +435,21 @@ class DenseJacobian(_AssembledJacobian):
         self.dgdu = torch.zeros(n, n, dtype=problem.dtype, device=problem.device)
         self.assemble = dense_assembly(problem, self.eye)
         buf = host_array(self.buf)
-        mass = None if problem.mass is None else host_array(problem.mass.M)
+        self.mass = None
+        if state_mass(problem):
+            self.mass = torch.zeros(n, n, dtype=problem.dtype, device=problem.device)
+        elif problem.mass is not None:
+            self.mass = problem.mass.M
+        mass = None if self.mass is None else host_array(self.mass)
         self._np = (buf.T, buf.reshape(-1)[::n + 1], mass)  # A = buf.T, its diagonal, M
         self._dgdu_np = host_array(self.dgdu)
 
-    def linearise(self, t: float, x: torch.Tensor) -> None:
-        self.dgdu.copy_(self.assemble(t, x))
+    def linearise(self, t: float, x: torch.Tensor, xdot: torch.Tensor | None = None) -> None:
+        """``dh/du`` (and a state-dependent ``M(x)``) at ``(t, x, xdot)``."""
+        self.dgdu.copy_(self.assemble(t, x, xdot))
+        if state_mass(self.problem):
+            with torch.no_grad():
+                self.mass.copy_(self.problem.mass.matrix(t, x.view(self.problem.shape)))
 
     def form(self, shift: float) -> None:
         """Write ``shift*M - dg/du`` and bump the Mat's state (numpy on the host buffers: a
@@ -458,6 +496,8 @@ class BlockJacobian(_AssembledJacobian):
     @classmethod
     def unsupported(cls, problem, comm) -> str | None:
         why = super().unsupported(problem, comm)
+        if why is None and state_mass(problem):
+            why = "does not support a state-dependent mass matrix; use jacobian='dense' or 'matrix-free'"
         if why is None and len(problem.shape) < 2:
             why = f"needs a batched state (batch, ...), got shape {tuple(problem.shape)}"
         if why is None and problem.mass is not None and not problem.mass.diagonal:
@@ -489,7 +529,7 @@ class BlockJacobian(_AssembledJacobian):
         self.mat.assemble()
         self._mass = None if problem.mass is None else problem.mass.M.view(B, m)
 
-    def linearise(self, t: float, x: torch.Tensor) -> None:
+    def linearise(self, t: float, x: torch.Tensor, xdot: torch.Tensor | None = None) -> None:
         """Evaluate the blocks of ``dg/du`` at ``(t, x)``; raise if samples interact."""
         if self.user is not None:
             self.dgdu.copy_(self.user(t, x))
@@ -577,10 +617,10 @@ class ColouredJacobian(IJacobianKind):
         self.checked = False
         self._mass = None if problem.mass is None else host_array(problem.mass.M)
 
-    def linearise(self, t: float, x: torch.Tensor) -> None:
-        """Evaluate the entries of ``dg/du`` at ``(t, x)``; on the first call also check
-        them against a random VJP (raises on every rank if ``func`` reaches past its
-        stencil)."""
+    def linearise(self, t: float, x: torch.Tensor, xdot: torch.Tensor | None = None) -> None:
+        """Evaluate the entries of ``dg/du`` at ``(t, x)`` (``xdot`` is unused: the mass is
+        constant); on the first call also check them against a random VJP (raises on every
+        rank if ``func`` reaches past its stencil)."""
         prob, dmda = self.problem, self.dmda
         seeds = self.seeds if not self.checked else self.seeds[:-1]
         with torch.no_grad():

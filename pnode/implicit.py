@@ -13,13 +13,26 @@ without preconditioner; assembled Jacobians solve directly, i.e. exactly). With 
 gradients agree with backpropagation through the same discrete scheme to ~1e-13 relative
 in float64 (tests/test_implicit.py); looser values (``options={"ksp_rtol": ...}``) trade
 that for speed.
+
+A state-dependent mass ``M(u)`` makes the Jacobian depend on the stage's ``u'`` too. PETSc
+hands IJacobian the ``Xdot`` of its last residual evaluation, which during TSAdjointSolve
+is a stale one (theta.c sets it before the parameter Jacobian, not before the state
+Jacobian). So the forward residual evaluations keep their ``u'`` under the exact values of
+their ``u`` and their time, and IJacobian/IJacobianP take the ``u'`` recorded for exactly
+that ``u`` at the nearest time (the adjoint's stage times may differ in the last bit from
+the forward's; one ``u`` can be two stages' point: backward Euler's first Newton iterate
+of a step is the previous step's solution, with ``u' = 0``); the
+endpoint theta form (``cn``) is refused with such a mass: PETSc evaluates its start-of-step
+residual with ``u' = 0`` and its adjoint with the start state's mass, which holds only
+for a constant ``M``.
 """
 from __future__ import annotations
 
 import torch
 
 from .guard import CallbackGuard
-from .ijacobians import SOLVER_DEFAULTS, Linearisation, build_jacobian
+from .errors import ConfigurationError
+from .ijacobians import SOLVER_DEFAULTS, Linearisation, build_jacobian, state_mass
 from .matop import shell_mat
 from .newton import NewtonControl
 from .params import ParamBuffer
@@ -47,6 +60,7 @@ class ImplicitOperators:
         self.jacp = _ParamProducts(problem, params)
         self.Jp = shell_mat(self.jacp, problem.numel, params.numel, comm, guard)
         self.zero = None
+        self.stages: dict[bytes, dict[float, torch.Tensor]] | None = {} if state_mass(problem) else None
 
     def attach(self, ts, F) -> None:
         """Register the callbacks on ``ts`` (``F`` is the residual work Vec)."""
@@ -60,6 +74,20 @@ class ImplicitOperators:
             self.zero = shell_mat(_Zero(), n, n, ts.getComm(), guard)
             ts.setRHSJacobian(lambda *a: None, self.zero, self.zero)
 
+    def start(self, ts) -> None:
+        """A forward solve begins: forget the recorded stages; refuse the endpoint theta
+        form with a state-dependent mass (see the module docstring)."""
+        if self.stages is None:
+            return
+        self.stages.clear()
+        if ts.getType() in ("theta", "cn") and ts.getThetaEndpoint():
+            raise ConfigurationError(
+                "a state-dependent mass matrix needs a theta method without the endpoint form: "
+                "PETSc's endpoint variant ('cn', ts_theta_endpoint) evaluates the start of each "
+                "step with u' = 0 and differentiates it with the start state's mass, exact only "
+                "for a constant mass; use method='theta' (the implicit midpoint rule, second "
+                "order) or 'beuler'")
+
     def _ifunction(self, ts, t, X, Xdot, F) -> None:
         prob, views = self.problem, self.views
         u = views.get(X, "r", prob.shape)
@@ -69,22 +97,33 @@ class ImplicitOperators:
         if prob.mass is None:
             torch.sub(udot, g, out=out)
         else:
-            torch.sub(prob.mass.product(t, u, udot), g, out=out)
+            torch.sub(prob.mass.product(t, u, udot).reshape(-1), g, out=out)
+            if self.stages is not None:
+                self.stages.setdefault(_key(u), {})[t] = udot.detach().clone()
         F.stateIncrease()
+
+    def _stage_xdot(self, t: float, X, Xdot) -> torch.Tensor | None:
+        """The ``u'`` of the forward stage at ``(t, X)`` (a state-dependent mass), else None."""
+        if self.stages is None:
+            return None
+        kept = self.stages.get(_key(self.views.get(X, "r")))
+        if not kept:
+            return self.views.get(Xdot, "r")
+        return kept[min(kept, key=lambda s: abs(s - t))]
 
     def _ijacobian(self, ts, t, X, Xdot, shift, A, B) -> None:
         """Re-form ``shift*M - dg/du``; ``dg/du`` itself is evaluated when the Newton
         control says so (:mod:`pnode.newton`), always without one."""
         fresh = self.control is None or self.control.fresh(ts)
         if fresh:
-            self.jacobian.linearise(t, self.views.get(X, "r"))
+            self.jacobian.linearise(t, self.views.get(X, "r"), self._stage_xdot(t, X, Xdot))
         # unchanged dg/du, shift and Mat: leave it, so that PETSc keeps its factorisation
         if fresh or shift != self._formed[0] or self.J.stateGet() != self._formed[1]:
             self.jacobian.form(shift)
             self._formed = (shift, self.J.stateGet())
 
     def _ijacobianp(self, ts, t, X, Xdot, shift, Jp) -> None:
-        self.jacp.set_point(t, as_tensor(X, None, "r"))
+        self.jacp.set_point(t, as_tensor(X, None, "r"), self._stage_xdot(t, X, Xdot))
 
     def destroy(self) -> None:
         self.jacobian.destroy()
@@ -93,8 +132,14 @@ class ImplicitOperators:
                 m.destroy()
 
 
+def _key(u: torch.Tensor) -> bytes:
+    """The exact values of a state, as a dictionary key."""
+    return u.detach().reshape(-1).cpu().numpy().tobytes()
+
+
 class _ParamProducts(Linearisation):
-    """Shell context of ``dF/dp = -dg/dp`` (only its transpose is applied)."""
+    """Shell context of ``dF/dp = -dh/dp`` (``h = g - M(u) u'``, :func:`implicit_part`;
+    only its transpose is applied)."""
 
     def __init__(self, problem: ImplicitProblem, params: ParamBuffer):
         super().__init__(problem)

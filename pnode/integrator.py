@@ -243,8 +243,7 @@ class Integrator:
         if times and t <= times[-1]:  # PETSc monitors a failed solve's last state again
             return
         if step > 0 and not self._finite_now():
-            raise ConvergenceError("the state became non-finite (NaN or Inf)",
-                                   time=self._user_t(t), step=step, collective=self._collective)
+            raise self._non_finite("the state became non-finite (NaN or Inf)", t, step, k - 1)
         on_output = k < len(self.t_out) and _close(t, self.t_out[k])
         h_min = max(self._min_step, 1e-12 * abs(t))
         if step > 0 and self.adaptive and not on_output and t - times[-1] < h_min:
@@ -259,10 +258,18 @@ class Integrator:
             self.out[k].view(-1).copy_(self.u)
             self.out_steps.append(step)
             if not self._finite.settle():
-                raise ConvergenceError("the state became non-finite (NaN or Inf) before this output time",
-                                       time=self._user_t(t), step=step, collective=self._collective)
+                raise self._non_finite("the state became non-finite (NaN or Inf) before this output time",
+                                       t, step, k - 1)
         if self._on_step is not None:
             self._on_step(step, self.u, _close(t, self.t_out[-1]))
+
+    def _non_finite(self, message: str, t: float, step: int, good: int) -> ConvergenceError:
+        """The error of a non-finite state at ``(t, step)``, carrying the last output
+        ``good`` reached with a finite state (checked there) as ``last_good``."""
+        err = ConvergenceError(message, time=self._user_t(t), step=step, collective=self._collective)
+        if good >= 0:
+            err.last_good = (self._user_t(float(self.t_out[good])), self.out[good].detach().clone())
+        return err
 
     def _finite_now(self) -> bool:
         if self._collective:  # the verdict of every rank (VecSum is collective)
@@ -303,6 +310,8 @@ class Integrator:
         capacity = self._stack_capacity() if self._trajectory else None
         if self.newton is not None:
             self.newton.start()
+        if self.implicit is not None:
+            self.implicit.start(self.ts)
         self._in_forward = True
         try:
             self._run(lambda: self.ts.solve(self.U))

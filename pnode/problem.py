@@ -8,9 +8,12 @@ discrete adjoint exact; times relative to ``t0`` keep the steps' arithmetic exac
 grids far from zero (Unix timestamps), while ``func`` always sees the user's time.
 
 Mass matrices: :class:`MassMatrix` is constant (dense or diagonal, possibly singular:
-index-1 DAEs). An implicit problem reaches its mass only through ``mass.product(t, u, v)``
-and ``mass.depends_on_state``, so a state-dependent ``M(u)`` (neural-Galerkin marching)
-plugs in as another object with those members.
+index-1 DAEs). An implicit problem reaches its mass only through
+``mass.product(t, u, v, transpose)``, ``mass.matrix(t, u)`` and ``mass.depends_on_state``,
+so a state-dependent ``M(u)`` (neural-Galerkin marching,
+:meth:`pnode.pinn.GalerkinProblem.implicit_form`) plugs in as another object with those
+members; its ``product`` must be differentiable in ``u`` (the Newton Jacobian holds
+``d(M(u) u')/du``).
 """
 from __future__ import annotations
 
@@ -80,9 +83,13 @@ class MassMatrix:
             return self.M * v
         return (self.M.T if transpose else self.M) @ v
 
-    def product(self, t: float, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``M(t, u) v``; a constant matrix ignores ``t`` and ``u``."""
-        return self.apply(v)
+    def product(self, t: float, u: torch.Tensor, v: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``M(t, u) v`` (or ``M^T v``); a constant matrix ignores ``t`` and ``u``."""
+        return self.apply(v, transpose)
+
+    def matrix(self, t: float, u: torch.Tensor) -> torch.Tensor:
+        """``M`` as a dense ``(n, n)`` matrix."""
+        return torch.diag(self.M) if self.diagonal else self.M
 
     def algebraic_basis(self, rtol: float = 1e-12) -> torch.Tensor | None:
         """Columns spanning the left null space of M (the algebraic equations), or None."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pnode
-from galerkin_cases import SMALL, final_loss, ga
+from galerkin_cases import EVAL, SMALL, final_loss, ga
 from helpers import central_difference, rel_error
 from pnode.pinn.galerkin import GalerkinProblem, PeriodicFeatures
 
@@ -103,3 +103,94 @@ def test_adjoint_gradient_matches_central_differences(method, options):
     for tensor, index, grad in checks:
         fd = central_difference(plain, tensor.data, index, 1e-4)
         assert abs(fd - float(grad[index])) <= 1e-6 * abs(fd), (index, fd, float(grad[index]))
+
+
+# the implicit form G = M(theta) theta' - F = 0: Newton's basin shrinks with M's smallest
+# eigenvalue (measured on SMALL at h = T/8: diverging with the shift 1e-4 or 1e-6, converging
+# in 7 iterations with 1e-2, cond(M + eps I) ~ 1e3), so these tests take 1e-2
+IMPLICIT = dataclasses.replace(SMALL, regularization=1e-2, T=0.02, rk4_steps=2)
+
+
+@pytest.mark.parametrize("method", ["beuler", "theta"])
+def test_implicit_mass_form_marches_the_solved_form_and_its_adjoint_matches_central_differences(method):
+    problem = ga.build(IMPLICIT)
+    force, mass = problem.implicit_form()
+    theta0 = problem.flat().requires_grad_()
+    step = IMPLICIT.T / IMPLICIT.rk4_steps
+    t = torch.tensor([0.0, IMPLICIT.T], dtype=DT)
+
+    def loss(solve, mass_form=True):
+        kw = {"mass": mass} if mass_form else {}
+        theta = solve(force if mass_form else problem, theta0, t, method=method, step_size=step,
+                      options=NEWTON, jacobian="dense", **kw)[-1]
+        return theta, ((problem.solution(theta, EVAL) - ga.exact(EVAL, IMPLICIT.T, 0.9)) ** 2).mean()
+
+    theta_T, value = loss(pnode.odeint_adjoint)
+    value.backward()
+    with torch.no_grad():
+        solved, _ = loss(pnode.odeint, mass_form=False)
+    # the same ODE (M + eps I) theta' = F: equal within Newton's tolerance
+    assert rel_error(theta_T.detach(), solved) < 1e-11
+    speed = problem.rhs.speed
+
+    def plain():
+        with torch.no_grad():
+            return loss(pnode.odeint)[1]
+
+    for tensor, index, grad in [(speed, (), speed.grad), (theta0, (0,), theta0.grad), (theta0, (5,), theta0.grad)]:
+        fd = central_difference(plain, tensor.data, index, 1e-4)
+        assert abs(fd - float(grad[index])) <= 1e-6 * abs(fd), (index, fd, float(grad[index]))
+
+
+def test_implicit_form_needs_the_tikhonov_solve():
+    problem = ga.build(SMALL)
+    pinv = GalerkinProblem(problem.net, problem.rhs, problem.points, solve="pinv", derivatives=1)
+    with pytest.raises(pnode.ConfigurationError, match="solve='tikhonov'"):
+        pinv.implicit_form()
+
+
+class BlowsUp(torch.nn.Module):
+    """Advection until t = 0.03, NaN after (a right-hand side that breaks down)."""
+
+    def forward(self, t, x, u, du, d2u):
+        return -du[:, 0] + torch.where(t > 0.03, torch.nan, 0.0)
+
+
+def test_non_finite_theta_stops_with_the_last_good_state():
+    problem = ga.build(SMALL)
+    problem = GalerkinProblem(problem.net, BlowsUp(), problem.points, derivatives=1, regularization=1e-6)
+    theta0 = problem.flat()
+    t = torch.tensor([0.0, 0.01, 0.02, 0.03, 0.04], dtype=DT)
+    with pytest.raises(pnode.ConvergenceError, match=r"non-finite.*t=0\.035, step 7") as info:
+        pnode.odeint(problem, theta0, t, method="rk4", step_size=0.005)
+    when, state = info.value.last_good
+    clean = pnode.odeint(problem, theta0, t[:4], method="rk4", step_size=0.005)[-1]
+    assert when == pytest.approx(0.03) and torch.equal(state, clean)
+
+
+def test_newton_failure_of_the_implicit_form_names_time_and_step():
+    # SMALL's shift 1e-6: cond(M + eps I) ~ 1e7 and Newton diverges from the first step
+    problem = ga.build(SMALL)
+    force, mass = problem.implicit_form()
+    t = torch.tensor([0.0, SMALL.T], dtype=DT)
+    with pytest.raises(pnode.ConvergenceError, match=r"Newton did not converge.*t=0, step 0.*SNES_DIVERGED"):
+        pnode.odeint(force, problem.flat(), t, method="beuler", step_size=SMALL.T / 8, mass=mass,
+                     options=NEWTON, jacobian="dense")
+
+
+def test_allen_cahn_example_machinery_marches_both_methods_and_resumes(tmp_path):
+    ac = pytest.importorskip("galerkin_allen_cahn")
+    cfg = dataclasses.replace(ac.Config(), **ac.QUICK)
+    first = ac.run(cfg, tmp_path)
+    assert first["fit_rel"] < 1.0 and first["dopri5_steps"] > 0 and first["arkimex_steps"] > 0
+    # both march the same ODE to their tolerance: the fields at T agree far below the fit error
+    problem = ac.build(cfg)
+    x = torch.linspace(-1, 1, 65, dtype=DT)
+    with torch.no_grad():
+        u = [problem.solution(torch.load(tmp_path / f"{m}.pt")["thetas"][-1], x) for m in ac.METHODS]
+    assert rel_error(u[0], u[1]) < 1e-3
+    assert (tmp_path / "galerkin_allen_cahn.png").stat().st_size > 10_000
+    # a second run resumes from the saved fit and windows: nothing is marched again
+    again = ac.run(cfg, tmp_path)
+    for key in ("fit_loss", "dopri5_steps", "arkimex_steps", "dopri5_seconds", "dopri5_rel", "arkimex_rel"):
+        assert again[key] == first[key], key

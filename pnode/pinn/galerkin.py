@@ -12,6 +12,9 @@ torch module, ``theta' = solve(M, F)`` (Tikhonov-regularised or pseudo-inverse),
 ``pnode.odeint`` / ``pnode.odeint_adjoint`` / ``NeuralODE`` march ``theta`` with any
 explicit TS method and the discrete adjoint differentiates a loss on ``U(., theta(T))``
 with respect to ``theta(0)`` and the parameters of ``f`` (PDE coefficients).
+:meth:`GalerkinProblem.implicit_form` gives the same equations as
+``G = M(theta) theta' - F(t, theta) = 0`` for PETSc's implicit methods: a force module
+and a state-dependent mass (:class:`GalerkinMass`).
 
 Per-sample Jacobians ``grad_theta U`` and the spatial derivatives come from
 ``torch.func`` (``vmap`` of ``jacrev``/``jacfwd``) and stay differentiable, so the
@@ -29,7 +32,6 @@ import math
 from typing import Callable, Mapping
 
 import torch
-from torch.autograd.function import once_differentiable
 from torch.func import functional_call, jacfwd, jacrev, vmap
 
 from pnode.comm import allreduce_sum_, as_mpi_comm, shard
@@ -58,22 +60,32 @@ class PeriodicFeatures(torch.nn.Module):
 class _SumOverRanks(torch.autograd.Function):
     """Forward: the sum over the ranks of this rank's tensor. Backward: the incoming
     gradient as it is (the gradient of a replicated loss with respect to one rank's
-    share); :class:`_Replicated` completes the sum over ranks on the way back."""
+    share), through :class:`_Replicated`, which completes the sum over ranks on the way
+    back. The two are each other's backward, so the backward pass is differentiable again
+    (the matrix-free Newton Jacobian of the implicit form differentiates it)."""
 
     @staticmethod
     def forward(ctx, local, comm):
-        return allreduce_sum_(local.detach().clone(), comm)
+        ctx.comm = comm
+        try:
+            return allreduce_sum_(local.detach().clone(), comm)
+        except RuntimeError as exc:
+            if "atching rule" not in str(exc) and "vmap" not in str(exc):
+                raise
+            raise ConfigurationError(
+                "a GalerkinProblem on several ranks cannot use batched VJPs (the dense Newton "
+                "Jacobian, jacobian='dense' or the 'auto' choice for a small state): they cannot "
+                "carry its Allreduce; pass jacobian='matrix-free' to implicit methods") from None
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, None
+        return _Replicated.apply(ctx.comm, grad)[0], None
 
 
 class _Replicated(torch.autograd.Function):
     """Forward: the tensors as they are (replicated on every rank). Backward: each
-    rank's share of their gradients summed over the ranks (one Allreduce); once
-    differentiable, and not under batched VJPs (pnode's dense Jacobians of implicit
-    methods), which raise :class:`ConfigurationError`."""
+    rank's share of their gradients summed over the ranks (one Allreduce, through
+    :class:`_SumOverRanks`, so differentiable again)."""
 
     @staticmethod
     def forward(ctx, comm, *tensors):
@@ -82,20 +94,10 @@ class _Replicated(torch.autograd.Function):
         return tuple(t.view_as(t) for t in tensors)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, *grads):
         parts = [torch.zeros(s, dtype=d, device=v) if g is None else g.reshape(s)
                  for g, (s, d, v) in zip(grads, ctx.shapes)]
-        flat = torch.cat([p.reshape(-1) for p in parts])
-        try:
-            allreduce_sum_(flat, ctx.comm)
-        except RuntimeError as exc:
-            if "Batching rule" not in str(exc):
-                raise
-            raise ConfigurationError(
-                "a GalerkinProblem on several ranks supports explicit methods only: the "
-                "Jacobians of implicit methods come from batched VJPs, which cannot carry "
-                "its Allreduce") from None
+        flat = _SumOverRanks.apply(torch.cat([p.reshape(-1) for p in parts]), ctx.comm)
         out, off = [], 0
         for p in parts:
             out.append(flat[off:off + p.numel()].view_as(p))
@@ -153,6 +155,7 @@ class GalerkinProblem(torch.nn.Module):
         self.total = int(points.shape[0])
         self.points = points[shard(self.total, self.mpi)].detach()
         self.evaluations = 0
+        self._kept = None  # the last (M + eps I, F) of the implicit form, see _evaluated
 
     # -- the layout of theta ------------------------------------------------------------
 
@@ -240,7 +243,7 @@ class GalerkinProblem(torch.nn.Module):
         sums = _SumOverRanks.apply(torch.cat([local, flag]), self.mpi)
         if failure is not None:
             raise failure
-        if float(sums[-1]) > 0:
+        if float(sums[-1].detach()) > 0:
             raise PnodeError(f"{int(sums[-1])} other rank(s) failed while evaluating M and F (their errors "
                              "are raised there)")
         return sums[:-1]
@@ -253,15 +256,18 @@ class GalerkinProblem(torch.nn.Module):
 
     def velocity(self, mass: torch.Tensor, force: torch.Tensor) -> torch.Tensor:
         """The regularised least-squares solution of ``mass @ v = force``."""
-        p = self.numel
         if self.solve == "pinv":
             return torch.linalg.pinv(mass, rtol=self.cutoff, hermitian=True) @ force
-        if self.regularization > 0:
-            shift = self.regularization * torch.diagonal(mass).sum() / p
-            mass = mass + shift * torch.eye(p, dtype=mass.dtype, device=mass.device)
-        else:
+        return torch.linalg.solve(self.regularised(mass), force)
+
+    def regularised(self, mass: torch.Tensor) -> torch.Tensor:
+        """``M + eps I`` with ``eps = regularization * trace(M) / P`` (differentiable); with
+        ``regularization=0``, ``M`` itself after the singularity check."""
+        if self.regularization == 0:
             self._check_regular(mass)
-        return torch.linalg.solve(mass, force)
+            return mass
+        shift = self.regularization * torch.diagonal(mass).sum() / self.numel
+        return mass + shift * torch.eye(self.numel, dtype=mass.dtype, device=mass.device)
 
     def _check_regular(self, mass: torch.Tensor) -> None:
         ev = torch.linalg.eigvalsh(mass.detach())
@@ -272,6 +278,39 @@ class GalerkinProblem(torch.nn.Module):
                 f"the neural-Galerkin mass matrix M(theta) is singular (numerical rank {rank} of "
                 f"{self.numel}; eigenvalues from {float(ev[0]):.3g} to {top:.3g}) and no "
                 "regularisation was given: pass regularization= (Tikhonov) or solve='pinv'")
+
+    # -- the implicit form ----------------------------------------------------------------
+
+    def implicit_form(self) -> tuple["GalerkinForce", "GalerkinMass"]:
+        """``(force, mass)`` for ``G = M(theta) theta' - F(t, theta) = 0`` by PETSc's
+        implicit methods: ``pnode.odeint_adjoint(force, theta0, t, method="beuler",
+        mass=mass)``. The mass is the Tikhonov-regularised ``M + eps I`` of the explicit
+        solve (:meth:`regularised`), so both forms march the same ODE; ``solve="pinv"``
+        has no implicit counterpart. One evaluation of ``M`` and ``F`` serves the residual's
+        force and mass product at the same ``(t, theta)`` (one Allreduce on several ranks)."""
+        if self.solve != "tikhonov":
+            raise ConfigurationError(
+                "the implicit form G = M(theta) theta' - F needs solve='tikhonov' (its mass is "
+                f"M + eps I, or M with regularization=0); got solve={self.solve!r}")
+        return GalerkinForce(self), GalerkinMass(self)
+
+    def _evaluated(self, t: torch.Tensor | float, theta: torch.Tensor, need_force: bool):
+        """``(M + eps I, F)`` at ``(t, theta)``, reused while ``theta`` is the same tensor
+        with the same values (and the coefficients and ``t`` are unchanged): the implicit
+        residual asks for ``F`` and then for ``M theta'`` at one point."""
+        coeffs = tuple(p.detach().clone() for _, p in self._coefficients())
+        key = (theta, torch.is_grad_enabled())
+        kept = self._kept
+        if (kept is not None and kept[0][0] is theta and kept[0][1] == key[1]
+                and torch.equal(kept[1], theta.detach()) and len(kept[2]) == len(coeffs)
+                and all(torch.equal(a, b) for a, b in zip(kept[2], coeffs))
+                and (not need_force or kept[3] == float(t))):
+            return kept[4], kept[5]
+        t = torch.as_tensor(t, dtype=theta.dtype, device=theta.device)
+        mass, force = self.mass_and_force(t, theta)
+        mass = self.regularised(mass)
+        self._kept = (key, theta.detach().clone(), coeffs, float(t), mass, force)
+        return mass, force
 
     # -- the initial condition ----------------------------------------------------------
 
@@ -304,3 +343,34 @@ class GalerkinProblem(torch.nn.Module):
         finally:
             solver.destroy()
         return self.flat(), result
+
+
+class GalerkinForce(torch.nn.Module):
+    """``F(t, theta)``: the right-hand side of the implicit form (its parameters are the
+    problem's PDE coefficients)."""
+
+    def __init__(self, problem: GalerkinProblem):
+        super().__init__()
+        self.problem = problem
+
+    def forward(self, t: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        self.problem.evaluations += 1
+        return self.problem._evaluated(t, theta, True)[1]
+
+
+class GalerkinMass:
+    """The state-dependent mass ``M(theta) + eps I`` of the implicit form, in the protocol
+    of :mod:`pnode.problem` (``product``, ``matrix``, ``depends_on_state``); symmetric."""
+
+    depends_on_state = True
+
+    def __init__(self, problem: GalerkinProblem):
+        self.problem = problem
+
+    def matrix(self, t: float, theta: torch.Tensor) -> torch.Tensor:
+        """``M(theta) + eps I`` ``(P, P)``, differentiable in ``theta``."""
+        return self.problem._evaluated(t, theta.reshape(-1), False)[0]
+
+    def product(self, t: float, theta: torch.Tensor, v: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        """``(M(theta) + eps I) v`` (the matrix is symmetric: ``transpose`` changes nothing)."""
+        return self.matrix(t, theta) @ v.reshape(-1)

@@ -1,11 +1,13 @@
 """Under mpiexec -n 2: neural-Galerkin marching with the sample points split over the ranks
 gives the trajectory and the adjoint gradients of one rank."""
+import dataclasses
+
 import pytest
 import torch
 from mpi4py import MPI
 
 import pnode
-from galerkin_cases import SMALL, final_loss, ga
+from galerkin_cases import EVAL, SMALL, final_loss, ga
 
 WORLD = MPI.COMM_WORLD
 
@@ -34,11 +36,40 @@ def test_split_samples_give_the_trajectory_and_gradients_of_one_rank():
     assert float((dtheta - ref_dtheta).norm()) <= 1e-9 * float(ref_dtheta.norm())
 
 
-def test_implicit_methods_on_several_ranks_raise_on_every_rank():
+def test_dense_newton_jacobians_on_several_ranks_raise_on_every_rank():
+    # each rank's TS is on COMM_SELF, so "auto" takes the dense Jacobian of batched VJPs
     problem = ga.build(SMALL, WORLD)
     theta0 = problem.flat().requires_grad_()
-    with pytest.raises(pnode.ConfigurationError, match="explicit methods only"):
+    with pytest.raises(pnode.ConfigurationError, match="batched VJPs.*jacobian='matrix-free'"):
         final_loss(problem, theta0, SMALL, pnode.odeint_adjoint, "cn")
+
+
+IMPLICIT = dataclasses.replace(SMALL, regularization=1e-2, T=0.02)
+NEWTON = {"snes_rtol": 1e-12, "snes_atol": 1e-13, "snes_linesearch_type": "basic"}
+
+
+def implicit_run(comm):
+    """theta(T) of the implicit mass form (midpoint rule, matrix-free Newton: its
+    Jacobian-vector products differentiate the backward Allreduce) and the adjoint
+    gradient of the final-time loss with respect to the speed."""
+    problem = ga.build(IMPLICIT, comm)
+    force, mass = problem.implicit_form()
+    theta0 = problem.flat().requires_grad_()
+    t = torch.tensor([0.0, IMPLICIT.T], dtype=torch.float64)
+    theta = pnode.odeint_adjoint(force, theta0, t, method="theta", step_size=IMPLICIT.T / 2, mass=mass,
+                                 options=NEWTON, jacobian="matrix-free")[-1]
+    ((problem.solution(theta, EVAL) - ga.exact(EVAL, IMPLICIT.T, 0.9)) ** 2).mean().backward()
+    return theta.detach(), problem.rhs.speed.grad.clone(), theta0.grad.clone()
+
+
+def test_implicit_mass_form_on_split_samples_equals_one_rank():
+    theta, dspeed, dtheta = implicit_run(WORLD)
+    ref_theta, ref_dspeed, ref_dtheta = implicit_run(MPI.COMM_SELF)
+    # Newton stops within its tolerance (1e-12 relative) on either side; GMRES's iterates
+    # see the ranks' rounding (the partial sums add in another order)
+    assert float((theta - ref_theta).abs().max()) <= 1e-9 * float(ref_theta.abs().max())
+    assert abs(float(dspeed - ref_dspeed)) <= 1e-8 * abs(float(ref_dspeed))
+    assert float((dtheta - ref_dtheta).norm()) <= 1e-8 * float(ref_dtheta.norm())
 
 
 # as in test_tao_mpi: BRGN's inner Krylov solve stops at another iteration on two ranks
