@@ -16,19 +16,22 @@ the regularised solve, not the ansatz. theta(0) is fitted to u0 by Levenberg-Mar
 PETSc TS (rk4 with fixed steps, dopri5 adaptive) through M(theta) theta' = F with
 f = -6 u u_x - u_xxx (the third derivative by torch.func).
 
+--ansatz sech marches a plain sum of two sech^2 units (height, width, position each)
+instead: it holds the separated solitons but not their interaction.
+
     python examples/galerkin_kdv.py --out out/galerkin_kdv [--quick]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 import pnode
+from galerkin_common import main_from_config, save, two_panels
 from pnode.pinn.exact import kdv_two_soliton
 from pnode.pinn.galerkin import GalerkinProblem
 
@@ -39,6 +42,7 @@ CENTERS = (-3.0, -7.0)  # at t = 0: the fast soliton at -7, the slow one at -3 +
 
 @dataclass
 class Config:
+    ansatz: str = "tau"
     samples: int = 256
     lower: float = -15.0
     upper: float = 15.0
@@ -73,6 +77,24 @@ class TauAnsatz(torch.nn.Module):
         return 2 * (w * (slopes - mean) ** 2).sum(-1)
 
 
+class SechSum(torch.nn.Module):
+    """``U(x) = sum_k a_k sech^2(w_k (x - c_k))``, one unit per soliton (the comparison:
+    it holds separated solitons but not their interaction). Points ``(n, 1)`` -> ``(n,)``."""
+
+    def __init__(self, heights: torch.Tensor, widths: torch.Tensor, centers: torch.Tensor):
+        super().__init__()
+        self.heights = torch.nn.Parameter(heights.detach().clone())
+        self.widths = torch.nn.Parameter(widths.detach().clone())
+        self.centers = torch.nn.Parameter(centers.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.widths * (x.reshape(-1, 1) - self.centers)
+        return (self.heights / torch.cosh(z) ** 2).sum(-1)
+
+
+ANSATZES = ("tau", "sech")
+
+
 class KdV(torch.nn.Module):
     """``f = -6 u u_x - u_xxx``."""
 
@@ -88,24 +110,35 @@ def exact(x: torch.Tensor, t: float) -> torch.Tensor:
     return kdv_two_soliton(x.reshape(-1), t, KAPPA, CENTERS)
 
 
-def peak_guess(x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slopes and offsets of the three tau terms read off the two highest local maxima of
-    ``u`` on the grid ``x``: a soliton of height ``h`` at ``s`` is the step of ``log f``
-    by ``exp(p (x - s))``, ``p = 2 sqrt(h / 2)``; the terms are the left soliton's, the
-    product of both (as in Hirota's form) and the right one's."""
+def peaks(x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heights and positions of the two highest local maxima of ``u`` on the grid ``x``,
+    left to right."""
     inner = (u[1:-1] > u[:-2]) & (u[1:-1] >= u[2:])
     idx = torch.nonzero(inner).reshape(-1) + 1
     top = idx[u[idx].argsort(descending=True)[:2]].sort().values
-    p = 2 * torch.sqrt(u[top] / 2)
-    q = -p * x[top]
-    return torch.stack([p[0], p[0] + p[1], p[1]]), torch.stack([q[0], q[0] + q[1], q[1]])
+    return u[top], x[top]
+
+
+def initial_network(ansatz: str, x: torch.Tensor, u: torch.Tensor) -> torch.nn.Module:
+    """The ansatz set from ``u``'s two peaks: a soliton of height ``h`` at ``s`` is
+    ``h sech^2(k (x - s))``, ``k = sqrt(h / 2)``, and in the tau form the step of ``log f``
+    by ``exp(2 k (x - s))``; the tau terms are the left soliton's, the product of both
+    (as in Hirota's form) and the right one's."""
+    heights, centers = peaks(x, u)
+    k = torch.sqrt(heights / 2)
+    if ansatz == "sech":
+        return SechSum(heights, k, centers)
+    p, q = 2 * k, -2 * k * centers
+    return TauAnsatz(torch.stack([p[0], p[0] + p[1], p[1]]), torch.stack([q[0], q[0] + q[1], q[1]]))
 
 
 def build(cfg: Config, comm=None) -> GalerkinProblem:
-    """The ansatz (initialised from u0's peaks) and the Galerkin problem on ``cfg.samples``
+    """The ansatz (``cfg.ansatz``, set from u0's peaks) and the Galerkin problem on ``cfg.samples``
     grid points of ``[lower, upper]``."""
     points = torch.linspace(cfg.lower, cfg.upper, cfg.samples, dtype=DT)
-    net = TauAnsatz(*peak_guess(points, u0(points)))
+    if cfg.ansatz not in ANSATZES:
+        raise ValueError(f"ansatz must be one of {ANSATZES}, got {cfg.ansatz!r}")
+    net = initial_network(cfg.ansatz, points, u0(points))
     return GalerkinProblem(net, KdV(), points, derivatives=3, regularization=cfg.regularization, comm=comm)
 
 
@@ -128,7 +161,8 @@ def run(cfg: Config, out: Path | None = None) -> dict:
     problem = build(cfg)
     theta0, fit = problem.fit(u0, max_it=cfg.fit_iters, progress=True)
     x = torch.linspace(cfg.lower, cfg.upper, 1201, dtype=DT)
-    metrics = {"fit_loss": fit.loss, "fit_rel": rel_l2(problem, theta0, x, u0(x)), "parameters": problem.numel}
+    metrics = {"fit_loss": fit.loss, "fit_rel": rel_l2(problem, theta0, x, u0(x)), "fit_iterations": fit.iterations,
+               "parameters": problem.numel}
     paths = {}
     for method in ("rk4", "dopri5"):
         t, theta, stats, seconds = march(problem, theta0, cfg, method)
@@ -150,12 +184,7 @@ def run(cfg: Config, out: Path | None = None) -> dict:
 
 
 def figure(problem, t, paths, x, cfg: Config, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (left, right) = two_panels((11, 3.8))
     theta = paths["dopri5"][0]
     show = sorted({0, len(t) // 3, (2 * len(t)) // 5, len(t) - 1})
     with torch.no_grad():
@@ -170,24 +199,11 @@ def figure(problem, t, paths, x, cfg: Config, path: Path) -> None:
     right.set_xlabel("t")
     right.set_title("relative L2 error against the exact two-soliton")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="out/galerkin_kdv")
-    parser.add_argument("--quick", action="store_true", help="a short run (T=0.5, fewer samples and steps)")
-    for name, value in asdict(Config()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None)
-    args = parser.parse_args(argv[1:] if argv else None)
-    cfg = replace(Config(), **(QUICK if args.quick else {}))
-    cfg = replace(cfg, **{k: v for k, v in vars(args).items() if k in asdict(cfg) and v is not None})
-    metrics = run(cfg, Path(args.out))
-    for key, value in metrics.items():
-        print(f"{key}: {value:.12e}" if isinstance(value, float) else f"{key}: {value}")
-    return metrics
+    return main_from_config(__doc__, "out/galerkin_kdv", Config(), QUICK, run, argv)
 
 
 if __name__ == "__main__":
