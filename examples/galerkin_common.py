@@ -6,6 +6,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
+import torch
+from tqdm import tqdm
+
 
 def main_from_config(doc: str, out: str, config, quick: dict, run: Callable, argv=None) -> dict:
     """Parse ``--out``, ``--quick`` and one option per field of ``config`` (a dataclass
@@ -41,3 +44,22 @@ def save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+class TimeProgress(torch.nn.Module):
+    """``func(t, y)`` with a tqdm bar over the time reached (``[0, T]``): a progress bar for
+    a long march. Its parameters are ``func``'s."""
+
+    def __init__(self, func: torch.nn.Module, T: float, desc: str):
+        super().__init__()
+        self.func = func
+        self.bar = tqdm(total=float(T), desc=desc, bar_format="{l_bar}{bar}| t={n:.3f}/{total:.3f} [{elapsed}]")
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        reached = float(t)
+        if reached > self.bar.n:
+            self.bar.update(reached - self.bar.n)
+        return self.func(t, y)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import pnode
-from galerkin_common import main_from_config, save, two_panels
+from galerkin_common import TimeProgress, main_from_config, save, two_panels
 from pnode.pinn.exact import kdv_two_soliton
 from pnode.pinn.galerkin import GalerkinProblem
 
@@ -149,11 +149,15 @@ def rel_l2(problem: GalerkinProblem, theta: torch.Tensor, x: torch.Tensor, ref: 
 def march(problem: GalerkinProblem, theta0: torch.Tensor, cfg: Config, method: str):
     """theta at ``cfg.outputs`` times in [0, T], the solver's counts and seconds."""
     kw = {"step_size": cfg.T / cfg.rk4_steps} if method == "rk4" else {"rtol": cfg.rtol, "atol": cfg.rtol * 1e-2}
-    node = pnode.NeuralODE(problem, method=method, **kw)
+    progress = TimeProgress(problem, cfg.T, method)
+    node = pnode.NeuralODE(progress, method=method, **kw)
     t = torch.linspace(0, cfg.T, cfg.outputs, dtype=DT)
     start = time.perf_counter()
-    with torch.no_grad():
-        theta = node(theta0, t)
+    try:
+        with torch.no_grad():
+            theta = node(theta0, t)
+    finally:
+        progress.close()
     return t, theta, node.stats, time.perf_counter() - start
 
 
