@@ -7,11 +7,11 @@ one shifted back. The domain [-15, 15] holds both for t in [0, 1] with tails bel
 at its ends, so no boundary condition enters (the ansatz lives on the whole line).
 
 The network is a tau-function ansatz: U(x; theta) = 2 (log f)_xx with
-f = 1 + sum_j exp(p_j x + q_j), j = 1..terms, theta = (p, q). One term alone is a
-sech^2 soliton (height p^2 / 2, width 2 / p, at -q / p); three terms (six parameters)
-hold the two solitons and their interaction (the exact solution has p_3 = p_1 + p_2), and every
-two-soliton state lies in the class, so the error at T measures the time integration and
-the regularised solve, not the ansatz. theta(0) is fitted to u0 by Levenberg-Marquardt
+f = 1 + sum_{j=1..3} exp(p_j x + q_j), theta = (p, q) (six parameters). One term alone
+is a sech^2 soliton (height p^2 / 2, width 2 / p, at -q / p); three hold the two solitons
+and their interaction (the exact solution has p_3 = p_1 + p_2), so every two-soliton
+state lies in the class and the error at T measures the time integration and the
+regularised solve, not the ansatz. theta(0) is fitted to u0 by Levenberg-Marquardt
 (TAO brgn) from a guess read off u0's two peaks (heights and positions), then marched by
 PETSc TS (rk4 with fixed steps, dopri5 adaptive) through M(theta) theta' = F with
 f = -6 u u_x - u_xxx (the third derivative by torch.func).
