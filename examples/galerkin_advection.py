@@ -14,16 +14,16 @@ the discrete adjoint (pnode.odeint_adjoint) and TAO lmvm.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 import pnode
+from galerkin_common import main_from_config, save, two_panels
 from pnode.pinn.galerkin import GalerkinProblem, PeriodicFeatures
 
 KAPPA = 3.0
@@ -143,12 +143,7 @@ def run(cfg: Config, out: Path | None = None) -> dict:
 
 
 def figure(problem, theta0, finals, x, ref, cfg: Config, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (left, right) = two_panels((10, 3.6))
     with torch.no_grad():
         left.plot(x, problem.solution(theta0, x), label="U(x; theta(0))")
         left.plot(x, ref, "k--", label=f"exact at T={cfg.T:g}")
@@ -161,24 +156,11 @@ def figure(problem, theta0, finals, x, ref, cfg: Config, path: Path) -> None:
     right.set_xlabel("x")
     right.set_title("|U(x; theta(T)) - u(x, T)|")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="out/galerkin_advection")
-    parser.add_argument("--quick", action="store_true", help="a short run (T=0.25, no inverse problem)")
-    for name, value in asdict(Config()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=None)
-    args = parser.parse_args(argv[1:] if argv else None)
-    cfg = replace(Config(), **(QUICK if args.quick else {}))
-    cfg = replace(cfg, **{k: v for k, v in vars(args).items() if k in asdict(cfg) and v is not None})
-    metrics = run(cfg, Path(args.out))
-    for key, value in metrics.items():
-        print(f"{key}: {value:.12e}" if isinstance(value, float) else f"{key}: {value}")
-    return metrics
+    return main_from_config(__doc__, "out/galerkin_advection", Config(), QUICK, run, argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ every rank, so the steps are too).
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Mapping
 
@@ -39,6 +40,14 @@ from pnode.errors import ConfigurationError, PnodeError
 from pnode.params import ParamBuffer
 
 SOLVES = ("tikhonov", "pinv")
+
+
+def _local_points(points: torch.Tensor, mpi) -> tuple[int, torch.Tensor]:
+    """The number of sample points and this rank's share of them, ``(n, d)``, detached."""
+    points = points.reshape(-1, 1) if points.ndim == 1 else points
+    if points.ndim != 2 or points.shape[0] == 0:
+        raise ConfigurationError(f"points must be (N, d) with N > 0, got shape {tuple(points.shape)}")
+    return int(points.shape[0]), points[shard(int(points.shape[0]), mpi)].detach()
 
 
 class PeriodicFeatures(torch.nn.Module):
@@ -113,10 +122,13 @@ class GalerkinProblem(torch.nn.Module):
     is the state; only :meth:`fit` writes them). ``rhs(t, x, u, du, d2u)`` is the PDE's
     right-hand side on a batch of points: ``x`` ``(n, d)``, ``u`` ``(n,)``, ``du`` and
     ``d2u`` ``(n, d)`` (first and unmixed second derivatives; ``derivatives`` says how
-    many ``rhs`` needs: 0, 1 or 2, the others are None). A ``rhs`` that is an
+    many ``rhs`` needs: 0, 1 or 2, the others are None; with ``derivatives=3`` it is
+    called as ``rhs(t, x, u, du, d2u, d3u)`` with the unmixed third derivatives ``d3u``
+    ``(n, d)`` too, for dispersive terms such as KdV's ``u_xxx``). A ``rhs`` that is an
     ``nn.Module`` is registered: its parameters (PDE coefficients) get gradients from
     ``odeint_adjoint``. ``points`` ``(N, d)`` (or ``(N,)`` in 1-D) are the fixed sample
-    points, split over ``comm``'s ranks (default: one process).
+    points, split over ``comm``'s ranks (default: one process); :meth:`with_points` gives
+    the same problem on other points (resampling between solves).
 
     The solve: ``solve="tikhonov"`` takes ``(M + eps I) theta' = F`` with
     ``eps = regularization * trace(M) / P`` (``P`` parameters; a relative shift, so the
@@ -139,11 +151,8 @@ class GalerkinProblem(torch.nn.Module):
         if not (regularization >= 0 and math.isfinite(regularization)) or not 0 < cutoff < 1:
             raise ConfigurationError(
                 f"need regularization >= 0 and 0 < cutoff < 1, got {regularization!r}, {cutoff!r}")
-        if derivatives not in (0, 1, 2):
-            raise ConfigurationError(f"derivatives must be 0, 1 or 2, got {derivatives!r}")
-        points = points.reshape(-1, 1) if points.ndim == 1 else points
-        if points.ndim != 2 or points.shape[0] == 0:
-            raise ConfigurationError(f"points must be (N, d) with N > 0, got shape {tuple(points.shape)}")
+        if derivatives not in (0, 1, 2, 3):
+            raise ConfigurationError(f"derivatives must be 0, 1, 2 or 3, got {derivatives!r}")
         self._net = (net,)  # a template for functional calls, not a submodule (no adjoint parameters)
         named = [(n, p) for n, p in net.named_parameters()]
         self._names = [n for n, _ in named]
@@ -152,8 +161,7 @@ class GalerkinProblem(torch.nn.Module):
         self.solve, self.regularization, self.cutoff = solve, float(regularization), float(cutoff)
         self.derivatives = derivatives
         self.mpi = as_mpi_comm(comm)
-        self.total = int(points.shape[0])
-        self.points = points[shard(self.total, self.mpi)].detach()
+        self.total, self.points = _local_points(points, self.mpi)
         self.evaluations = 0
         self._kept = None  # the last (M + eps I, F) of the implicit form, see _evaluated
 
@@ -182,10 +190,22 @@ class GalerkinProblem(torch.nn.Module):
         x = x.reshape(-1, 1) if x.ndim == 1 else x
         return functional_call(self.net, self._params(theta), (x,)).reshape(x.shape[0])
 
+    def with_points(self, points: torch.Tensor) -> "GalerkinProblem":
+        """The same problem on other sample points ``(N, d)`` (every rank passes the same
+        set; each keeps its share): a shallow copy sharing the network, ``rhs`` (its
+        coefficients) and the settings, with its own points and evaluation count. Each
+        copy is its own discrete problem, so an ``odeint_adjoint`` solve of one stays
+        exact for its points after another copy marches on (resampling over time)."""
+        other = copy.copy(self)
+        other.total, other.points = _local_points(points, self.mpi)
+        other.evaluations = 0
+        return other
+
     # -- M and F ------------------------------------------------------------------------
 
     def _fields(self, theta: torch.Tensor):
-        """This rank's per-sample ``grad_theta U`` ``(n, P)``, ``U``, ``U_x``, ``U_xx``."""
+        """This rank's per-sample ``grad_theta U`` ``(n, P)``, ``U``, ``U_x``, ``U_xx`` (and
+        ``U_xxx`` with ``derivatives=3``)."""
         def value(xi, th):
             return functional_call(self.net, self._params(th), (xi.unsqueeze(0),)).reshape(())
 
@@ -195,9 +215,12 @@ class GalerkinProblem(torch.nn.Module):
         du = d2u = None
         if self.derivatives >= 1:
             du = vmap(jacrev(value, argnums=0), in_dims=(0, None))(x, theta)
-        if self.derivatives == 2:
+        if self.derivatives >= 2:
             d2u = vmap(jacfwd(jacrev(value, argnums=0), argnums=0), in_dims=(0, None))(x, theta)
             d2u = d2u.diagonal(dim1=-2, dim2=-1)
+        if self.derivatives == 3:
+            third = jacfwd(jacfwd(jacrev(value, argnums=0), argnums=0), argnums=0)
+            return jac, u, du, d2u, torch.einsum("niii->ni", vmap(third, in_dims=(0, None))(x, theta))
         return jac, u, du, d2u
 
     def _coefficients(self) -> list[tuple[str, torch.Tensor]]:
@@ -220,11 +243,11 @@ class GalerkinProblem(torch.nn.Module):
 
     def _local_sums(self, t: torch.Tensor, theta: torch.Tensor, coeffs) -> torch.Tensor:
         """This rank's ``[sum J^T J, sum J^T f]`` over its own samples, flattened."""
-        jac, u, du, d2u = self._fields(theta)
+        jac, u, *spatial = self._fields(theta)
         if coeffs:
-            f = functional_call(self.rhs, dict(coeffs), (t, self.points, u, du, d2u))
+            f = functional_call(self.rhs, dict(coeffs), (t, self.points, u, *spatial))
         else:
-            f = self.rhs(t, self.points, u, du, d2u)
+            f = self.rhs(t, self.points, u, *spatial)
         if not isinstance(f, torch.Tensor) or f.numel() != u.numel():
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
             raise ConfigurationError(f"rhs must return one value per point ({u.numel()}), got {shape}")
