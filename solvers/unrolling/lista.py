@@ -91,6 +91,9 @@ class LISTA(_SparseNet):
         eye = torch.eye(n, dtype=matrix.dtype)
         self.S = torch.nn.Parameter((eye - matrix.T @ matrix / self.L).repeat(copies, 1, 1))
 
+    def layer_matrices(self) -> list[torch.nn.Parameter]:
+        return [] if self.tied else [self.W1, self.S]
+
     def update(self, k, x, y):
         j = 0 if self.tied else k
         return y @ self.W1[j].T + x @ self.S[j].T
@@ -106,6 +109,9 @@ class LISTACP(_SparseNet):
         matrix = dense_matrix(self.op)
         self.tied = tied
         self.W = torch.nn.Parameter((matrix / self.L).repeat(1 if tied else layers, 1, 1))
+
+    def layer_matrices(self) -> list[torch.nn.Parameter]:
+        return [] if self.tied else [self.W]
 
     def update(self, k, x, y):
         return x + (y - self.op(x)) @ self.W[0 if self.tied else k]
