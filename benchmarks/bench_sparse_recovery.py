@@ -27,6 +27,7 @@ times; writes nmse_<case>.json and nmse_<case>.png.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import time
@@ -117,14 +118,17 @@ def run_case(snr, args, methods):
 
 
 def merge(path, results, extra):
-    """The stored results of ``path`` updated with this run's."""
-    stored = {"methods": {}}
-    if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
-    stored["methods"].update(results)
-    stored.update(extra)
-    with open(path, "w") as f:
+    """The stored results of ``path`` updated with this run's (under a lock on the file,
+    so runs of other methods may merge at the same time)."""
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read()
+        stored = json.loads(text) if text else {"methods": {}}
+        stored["methods"].update(results)
+        stored.update(extra)
+        f.seek(0)
+        f.truncate()
         json.dump(stored, f, indent=1)
     return stored
 
@@ -184,9 +188,9 @@ def main():
         for method in METHODS:
             if method in stored["methods"]:
                 entry = stored["methods"][method]
-                values = entry["curve"]
-                print(f"  {LABELS[method]:25s} " + " ".join(f"{values[k]:8.2f}" for k in (0, 3, 7, 11, 15))
-                      + (f"   {entry['seconds']:7.1f} s ({entry['trained_steps']} steps)" if "seconds" in entry else ""))
+                values = " ".join(f"{entry['curve'][k]:8.2f}" for k in (0, 3, 7, 11, 15))
+                spent = f"   {entry['seconds']:7.1f} s ({entry['trained_steps']} steps)" if "seconds" in entry else ""
+                print(f"  {LABELS[method]:25s} {values}{spent}")
         if "ALISTA W (KSP) s" in stored:
             print(f"  ALISTA's W by KSP: {stored['ALISTA W (KSP) s']:.2f} s")
 
