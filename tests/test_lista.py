@@ -111,3 +111,26 @@ def test_networks_in_single_precision():
         out = single(y.float())
         assert out.dtype == torch.float32
         assert torch.allclose(out.double(), double(y), rtol=1e-4, atol=1e-5)
+
+
+def consumers_of(output: torch.Tensor, parameter: torch.Tensor) -> list[str]:
+    """The autograd nodes whose gradient goes straight into ``parameter``."""
+    seen, stack, names = set(), [output.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is not None and getattr(child, "variable", None) is parameter:
+                names.append(type(node).__name__)
+            stack.append(child)
+    return names
+
+
+def test_weight_stacks_are_split_once_per_forward():
+    A, _, y = sparse_problem()
+    for net, stack in ((LISTACPSS(A, 6), "W"), (LISTA(A, 6, tied=False), "S")):
+        # one unbind per pass: the backward stacks the rows' gradients (indexing W[k] in
+        # each layer added a full-size zero gradient per layer)
+        assert consumers_of(net(y), getattr(net, stack)) == ["UnbindBackward0"]
