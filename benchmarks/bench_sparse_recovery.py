@@ -8,7 +8,8 @@ pnode.solvers.unrolling.Trainer on a fresh batch per step, at the rates lr, lr/5
 * ALISTA (32 scalars): layer-wise, --steps per rate and stage, batches of 128, lr 1e-2.
 * LISTA-CPSS, LISTA-CP, LISTA (tied), TiLISTA (learned matrices), from their analytic
   starts (ISTA: W = A/L, S = I - A^T A/L, thresholds lambda/L): --schedule-matrix
-  layerwise (--steps-matrix per rate and stage) or end-to-end (--steps-matrix per rate),
+  layerwise (--steps-matrix per rate and stage; --new-layer-first: the first rate trains
+  the new layer alone) or end-to-end (--steps-matrix per rate),
   batches of --batch-matrix, lr --lr-matrix.
 * LISTA-CPSS from ALISTA (method cpss-alista): W_k = gamma_k W and the thresholds of the
   trained ALISTA, then --steps-cpss end-to-end steps at lr 1e-5 and 2e-6.
@@ -110,10 +111,12 @@ def run_case(snr, args, methods):
         if method in methods:
             net = make(A)
             settings = dict(steps=args.steps_matrix, batch=args.batch_matrix, lr=args.lr_matrix)
-            seconds, steps = train(method, net, sample, args, case, until=args.until,
-                                   layerwise=args.schedule_matrix == "layerwise", **settings)
+            layerwise = args.schedule_matrix == "layerwise"
+            seconds, steps = train(method, net, sample, args, case, until=args.until, layerwise=layerwise,
+                                   new_layer_first=layerwise and args.new_layer_first, **settings)
             results[method] = {"curve": per_layer(net, y_test, x_test), "seconds": seconds, "trained_steps": steps,
-                               "schedule": args.schedule_matrix, "dtype": args.dtype, **settings}
+                               "schedule": args.schedule_matrix + (" (new layer first)" if layerwise and args.new_layer_first else ""),
+                               "dtype": args.dtype, **settings}
     return case, results, extra
 
 
@@ -164,6 +167,8 @@ def main():
     parser.add_argument("--steps-matrix", type=int, default=10,
                         help="steps per learning rate (and stage, if layer-wise) of the networks with matrices")
     parser.add_argument("--schedule-matrix", choices=("layerwise", "end-to-end"), default="layerwise")
+    parser.add_argument("--new-layer-first", action="store_true",
+                        help="layer-wise: the first rate of each stage trains the new layer alone (Chen et al.)")
     parser.add_argument("--batch-matrix", type=int, default=64)
     parser.add_argument("--lr-matrix", type=float, default=5e-4)
     parser.add_argument("--until", type=int, default=None,
