@@ -112,10 +112,11 @@ def run_case(snr, args, methods):
             net = make(A)
             settings = dict(steps=args.steps_matrix, batch=args.batch_matrix, lr=args.lr_matrix)
             layerwise = args.schedule_matrix == "layerwise"
+            first = layerwise and args.new_layer_first
             seconds, steps = train(method, net, sample, args, case, until=args.until, layerwise=layerwise,
-                                   new_layer_first=layerwise and args.new_layer_first, **settings)
+                                   new_layer_first=first, **settings)
             results[method] = {"curve": per_layer(net, y_test, x_test), "seconds": seconds, "trained_steps": steps,
-                               "schedule": args.schedule_matrix + (" (new layer first)" if layerwise and args.new_layer_first else ""),
+                               "schedule": args.schedule_matrix + (" (new layer first)" if first else ""),
                                "dtype": args.dtype, **settings}
     return case, results, extra
 
