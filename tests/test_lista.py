@@ -80,3 +80,57 @@ def test_trainer_learns_and_resumes(tmp_path):
     assert tail.step == 90 and len(tail.history) == 90
     assert torch.equal(resumed.gamma.value, net.gamma.value) and torch.equal(resumed.theta.value, net.theta.value)
     assert tail.history["loss"] == whole.history["loss"]
+
+
+def test_new_layer_first_trains_only_the_new_layer():
+    A = gaussian_dictionary(15, 30, torch.Generator().manual_seed(1))
+    for net in (LISTACP(A, 3), TiLISTA(A, 3), LISTA(A, 3, tied=True)):
+        trainer = Trainer(net, sampler(A), steps=4, batch=16, lr=1e-2, progress=False, new_layer_first=True)
+        trainer.fit(until=12)  # stage 1 done
+        before = {name: p.detach().clone() for name, p in net.named_parameters()}
+        trainer.fit(until=16)  # stage 2, first rate: layer 2 alone
+        after = dict(net.named_parameters())
+        for name, p in before.items():
+            if p.shape[0] == 3:  # a per-layer stack: only row 1 moves
+                assert torch.equal(after[name][[0, 2]], p[[0, 2]]), (type(net).__name__, name)
+                assert not torch.equal(after[name][1], p[1]), (type(net).__name__, name)
+            else:  # shared by the layers: frozen while the new layer trains
+                assert torch.equal(after[name], p), (type(net).__name__, name)
+        trainer.fit(until=20)  # stage 2, second rate: everything of layers 1-2 fine-tuned
+        assert not torch.equal(net.theta.value[0], before["theta.value"][0])
+        assert torch.equal(net.theta.value[2], before["theta.value"][2])
+
+
+def test_networks_in_single_precision():
+    A, x, y = sparse_problem()
+    W = analytic_weight(A)
+    for make in (lambda B: LISTA(B, 4), lambda B: LISTACPSS(B, 4), lambda B: TiLISTA(B, 4),
+                 lambda B: ALISTA(B, W.float() if B.dtype == torch.float32 else W, 4)):
+        double, single = make(A), make(A.float())
+        assert all(p.dtype == torch.float32 for p in single.parameters())
+        out = single(y.float())
+        assert out.dtype == torch.float32
+        assert torch.allclose(out.double(), double(y), rtol=1e-4, atol=1e-5)
+
+
+def consumers_of(output: torch.Tensor, parameter: torch.Tensor) -> list[str]:
+    """The autograd nodes whose gradient goes straight into ``parameter``."""
+    seen, stack, names = set(), [output.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for child, _ in node.next_functions:
+            if child is not None and getattr(child, "variable", None) is parameter:
+                names.append(type(node).__name__)
+            stack.append(child)
+    return names
+
+
+def test_weight_stacks_are_split_once_per_forward():
+    A, _, y = sparse_problem()
+    for net, stack in ((LISTACPSS(A, 6), "W"), (LISTA(A, 6, tied=False), "S")):
+        # one unbind per pass: the backward stacks the rows' gradients (indexing W[k] in
+        # each layer added a full-size zero gradient per layer)
+        assert consumers_of(net(y), getattr(net, stack)) == ["UnbindBackward0"]

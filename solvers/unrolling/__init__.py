@@ -16,7 +16,8 @@ from .prior import PatchPrior
 from .prox import L2Ball, Box, Learned, Prox, SoftThreshold, SupportSelection, as_prox, soft_threshold
 from .sparse import bernoulli_gaussian, gaussian_dictionary, measurements
 from .training import Trainer
-from .unrolled import ALGORITHMS, IterationParameter, Unrolled, conjugate_gradient
+from .unrolled import (ALGORITHMS, IterationParameter, Unrolled, conjugate_gradient, keep_layer_gradient,
+                       per_layer_parameters)
 
 __all__ = [
     "analytic_weight", "mutual_coherence", "Equilibrium", "ProximalStep", "gaussian_blur",
@@ -24,5 +25,5 @@ __all__ = [
     "support_schedule", "nmse_db", "psnr", "Operator", "PetscOperator", "TensorOperator",
     "as_operator", "PatchPrior", "L2Ball", "Box", "Learned", "Prox", "SoftThreshold",
     "SupportSelection", "as_prox", "soft_threshold", "bernoulli_gaussian", "gaussian_dictionary", "measurements", "Trainer", "ALGORITHMS",
-    "IterationParameter", "Unrolled", "conjugate_gradient",
+    "IterationParameter", "Unrolled", "conjugate_gradient", "keep_layer_gradient", "per_layer_parameters",
 ]

@@ -47,7 +47,14 @@ def dense_matrix(op: Operator) -> torch.Tensor:
 
 
 class _SparseNet(torch.nn.Module):
-    """Layers ``x <- prox_k(update_k(x, y), theta_k)``; thresholds start at ``weight / L``."""
+    """Layers ``x <- prox_k(update_k(x, y), theta_k)``; thresholds start at ``weight / L``.
+
+    :attr:`stacks` names the learned matrices held as one tensor with a row per layer
+    (one row when tied); a forward pass splits each once (``unbind``), so the backward
+    pass stacks the rows' gradients instead of adding a full-size gradient per layer."""
+
+    stacks: tuple[str, ...] = ()
+    tied = True
 
     def __init__(self, A, layers: int, weight: float, support: list[float] | None):
         super().__init__()
@@ -62,8 +69,13 @@ class _SparseNet(torch.nn.Module):
             [SupportSelection(f, comm) for f in support] if support is not None
             else [SoftThreshold() for _ in range(layers)])
 
-    def update(self, k: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def update(self, k: int, x: torch.Tensor, y: torch.Tensor,
+               rows: dict[str, tuple[torch.Tensor, ...]]) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def layer_matrices(self) -> list[torch.nn.Parameter]:
+        """The learned matrices with one row per layer (none when tied)."""
+        return [] if self.tied else [getattr(self, name) for name in self.stacks]
 
     def forward(self, y: torch.Tensor, layers: int | None = None, every: bool = False):
         self.op.check_measurements(y)
@@ -72,8 +84,9 @@ class _SparseNet(torch.nn.Module):
             raise ConfigurationError(f"layers must lie in [1, {self.layers}], got {layers}")
         x = y.new_zeros(*y.shape[:-1], self.op.n_local)
         outputs = []
+        rows = {name: getattr(self, name).unbind(0) for name in self.stacks}
         for k in range(layers):
-            x = self.proxes[k](self.update(k, x, y), self.theta(k))
+            x = self.proxes[k](self.update(k, x, y, rows), self.theta(k))
             outputs.append(x)
         return outputs if every else x
 
@@ -91,9 +104,11 @@ class LISTA(_SparseNet):
         eye = torch.eye(n, dtype=matrix.dtype)
         self.S = torch.nn.Parameter((eye - matrix.T @ matrix / self.L).repeat(copies, 1, 1))
 
-    def update(self, k, x, y):
+    stacks = ("W1", "S")
+
+    def update(self, k, x, y, rows):
         j = 0 if self.tied else k
-        return y @ self.W1[j].T + x @ self.S[j].T
+        return y @ rows["W1"][j].T + x @ rows["S"][j].T
 
 
 class LISTACP(_SparseNet):
@@ -107,8 +122,10 @@ class LISTACP(_SparseNet):
         self.tied = tied
         self.W = torch.nn.Parameter((matrix / self.L).repeat(1 if tied else layers, 1, 1))
 
-    def update(self, k, x, y):
-        return x + (y - self.op(x)) @ self.W[0 if self.tied else k]
+    stacks = ("W",)
+
+    def update(self, k, x, y, rows):
+        return x + (y - self.op(x)) @ rows["W"][0 if self.tied else k]
 
 
 class LISTACPSS(LISTACP):
@@ -128,7 +145,7 @@ class TiLISTA(_SparseNet):
         self.W = torch.nn.Parameter(dense_matrix(self.op).clone())
         self.gamma = IterationParameter(1.0 / self.L, layers, dtype=self.op.dtype)
 
-    def update(self, k, x, y):
+    def update(self, k, x, y, rows):
         return x + self.gamma(k) * ((y - self.op(x)) @ self.W)
 
 
@@ -152,5 +169,5 @@ class ALISTA(_SparseNet):
         with torch.no_grad():  # thresholds on W's scale: the steps are ~1 instead of ~1/L
             self.theta.value.mul_(self.L)
 
-    def update(self, k, x, y):
+    def update(self, k, x, y, rows):
         return x - self.gamma(k) * self.W.adjoint(self.op(x) - y)

@@ -2,7 +2,9 @@
 
 Adam on the network's parameters, end-to-end or layer-wise (the progressive schedule of
 the LISTA papers: the first ``t`` layers are trained for ``t = 1 .. K``, each stage at
-the learning rates ``lr * decay`` for ``decay`` in ``decays``). Every step draws a fresh
+the learning rates ``lr * decay`` for ``decay`` in ``decays``; with ``new_layer_first``,
+as in Chen et al.'s reference code, the first rate of stage ``t`` trains only layer
+``t``'s parameters, the next rates fine-tune all). Every step draws a fresh
 batch from ``sample(batch, generator)``; the loss is the squared error summed over the
 signal and averaged over the batch. The shared plumbing of :mod:`pnode.solvers` records
 it: a :class:`~pnode.solvers.History` row per step, a tqdm bar (:class:`Progress`) and
@@ -25,17 +27,20 @@ from pnode.errors import ConfigurationError
 
 from ..monitor import History, Progress
 from ..tao import load_state, save_state
+from .unrolled import keep_layer_gradient
 
 Sampler = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 
 class Trainer:
-    """Adam on ``net`` (called ``net(y, layers=t)``) with batches from ``sample``."""
+    """Adam on ``net`` (called ``net(y, layers=t)``) with batches from ``sample``;
+    ``new_layer_first=True`` (layer-wise only): the first rate of each stage trains the
+    new layer alone (:func:`.unrolled.keep_layer_gradient`)."""
 
     def __init__(self, net: torch.nn.Module, sample: Sampler, *, steps: int = 100, batch: int = 128,
                  lr: float = 1e-3, decays: Sequence[float] = (1.0, 0.2, 0.02), layerwise: bool = True,
                  checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 100,
-                 progress: bool = True, comm=None, seed: int = 0):
+                 progress: bool = True, comm=None, seed: int = 0, new_layer_first: bool = False):
         if steps < 1 or batch < 1:
             raise ConfigurationError(f"steps and batch must be >= 1, got {steps} and {batch}")
         self.net, self.sample = net, sample
@@ -44,6 +49,7 @@ class Trainer:
         if self.layers is None:
             raise ConfigurationError("the network must say how many layers it has (.layers or .iterations)")
         self.stages = list(range(1, self.layers + 1)) if layerwise else [self.layers]
+        self.new_layer_first = new_layer_first and layerwise
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.progress, self.comm = progress, comm
         self.generator = torch.Generator().manual_seed(seed)
@@ -98,6 +104,8 @@ class Trainer:
                         loss = self.loss(x, y, layers)
                         loss.backward()
                     value = self.reducer.reduce(loss.detach())
+                if self.new_layer_first and phase % len(self.decays) == 0:
+                    keep_layer_gradient(self.net, layers - 1)
                 grad_norm = float(torch.sqrt(sum((p.grad ** 2).sum() for p in self.params if p.grad is not None)))
                 optimizer.step()
                 self.step += 1

@@ -48,6 +48,31 @@ class IterationParameter(torch.nn.Module):
         return self.value[0 if self.tied else k]
 
 
+def per_layer_parameters(net: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The learned parameters of ``net`` whose first dimension indexes the layers: the
+    untied :class:`IterationParameter` values and the matrices ``net.layer_matrices()``
+    names (every other parameter is shared by the layers)."""
+    stacks = [m.value for m in net.modules()
+              if isinstance(m, IterationParameter) and not m.tied and isinstance(m.value, torch.nn.Parameter)]
+    return stacks + list(getattr(net, "layer_matrices", lambda: [])())
+
+
+def keep_layer_gradient(net: torch.nn.Module, layer: int) -> None:
+    """Zero the gradients of ``net`` except layer ``layer``'s (0-based): its row of each
+    per-layer stack (:func:`per_layer_parameters`); the shared parameters belong to the
+    first layer. The "new layer only" phase of the LISTA papers' layer-wise schedule."""
+    stacks = {id(p) for p in per_layer_parameters(net)}
+    for p in net.parameters():
+        if p.grad is None:
+            continue
+        if id(p) in stacks:
+            row = p.grad[layer].clone()
+            p.grad.zero_()
+            p.grad[layer] = row
+        elif layer > 0:
+            p.grad.zero_()
+
+
 class Algorithm:
     """One iteration of an unrolled algorithm: ``start`` makes the state, ``step`` advances
     it, ``output`` reads the estimate; ``parameters`` names its scalars and their initial
