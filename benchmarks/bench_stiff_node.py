@@ -20,7 +20,8 @@ slow), ``PIDController``, gradients by its default ``RecursiveCheckpointAdjoint`
 Each configuration's gradient is compared with its own side's reference (pnode ARKIMEX 5,
 diffrax Kvaerno5 per sample, both at rtol 1e-10, atol 1e-12): relative 2-norm error.
 Seconds per gradient (forward + backward): median of ``--repeats`` after a warm-up,
-configurations round-robin in one process, float64, one thread.
+configurations round-robin in one process, float64, one thread; also the process's CPU
+seconds (``time.process_time``), which a loaded machine inflates less than wall time.
 """
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ class PnodeCase:
 
 class DiffraxCase:
     def __init__(self, label: str, p: dict, solver: str, mode: str, jx, rtol=RTOL, atol=ATOL,
-                 max_steps: int = 4096):
+                 max_steps: int = 16384):
         jax, jnp, dfx = jx
         self.label, self.jax = label, jax
         K = jnp.asarray(p["K"])
@@ -171,11 +172,13 @@ def main() -> None:
     jx = None if args.no_diffrax else load_diffrax()
 
     refs = {"pnode": PnodeCase("reference", p, "5", False, REF_RTOL, REF_ATOL).gradient()}
+    print("pnode reference done", flush=True)
     group = [PnodeCase(f"pnode ARKIMEX {tab}{', IMEX' if imex else ''}", p, tab, imex)
              for imex in (False, True) for tab in ("5", "4", "3")]
     if jx is not None:
         ref = DiffraxCase("reference", p, "Kvaerno5", "vmap", jx, REF_RTOL, REF_ATOL, max_steps=65536)
         refs["diffrax"] = ref.gradient()
+        print("diffrax reference done", flush=True)
         configs = [("Kvaerno5", "vmap"), ("Kvaerno3", "vmap"), ("KenCarp5", "imex"), ("KenCarp4", "imex")]
         if args.diffrax_batch:
             configs.append(("Kvaerno5", "batch"))
@@ -183,13 +186,20 @@ def main() -> None:
                               f"{'batch as one state' if mode == 'batch' else 'per sample (vmap)'}",
                               p, solver, mode, jx) for solver, mode in configs]
     side = {c.label: "diffrax" if isinstance(c, DiffraxCase) else "pnode" for c in group}
-    results = {c.label: c.gradient() for c in group}  # warm-up
+    results = {}
+    for c in group:  # warm-up
+        tic = time.perf_counter()
+        results[c.label] = c.gradient()
+        print(f"{c.label}: first gradient {time.perf_counter() - tic:.2f} s"
+              + (f" (compiled before in {c.compile_s:.1f} s)" if isinstance(c, DiffraxCase) else ""), flush=True)
     times: dict[str, list[float]] = {c.label: [] for c in group}
+    cpu: dict[str, list[float]] = {c.label: [] for c in group}
     for _ in range(args.repeats):
         for c in group:
-            tic = time.perf_counter()
+            tic, cpu0 = time.perf_counter(), time.process_time()
             c.gradient()
             times[c.label].append(time.perf_counter() - tic)
+            cpu[c.label].append(time.process_time() - cpu0)
     median = {label: statistics.median(v) for label, v in times.items()}
     best = min((c.label for c in group if side[c.label] == "diffrax"), key=median.get, default=None)
     print(f"\nstiff neural ODE: state {B} x {M}, MLP {M}-{H}-{M}, t in [0, {T:g}], rtol {RTOL:g}, "
@@ -198,17 +208,14 @@ def main() -> None:
         print(f"reference {name}: loss {loss:.12g}")
     if "diffrax" in refs:
         print(f"references pnode vs diffrax: gradient relative difference {rel(refs['pnode'][1], refs['diffrax'][1]):.1e}")
-    print(f"\n| configuration | s / gradient | / {best or 'diffrax best'} | steps (+rejected) | Newton its "
-          "| Jacobians | loss | gradient error |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n| configuration | s / gradient | / {best or 'diffrax best'} | CPU s | steps (+rejected) "
+          "| Newton its | Jacobians | loss | gradient error |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in group:
         loss, g = results[c.label]
         ratio = f"{median[c.label] / median[best]:.2f}" if best else "-"
-        print(f"| {c.label} | {median[c.label]:.3f} | {ratio} | {c.counts()} | {loss:.10g} "
-              f"| {rel(g, refs[side[c.label]][1]):.1e} |")
-    for c in group:
-        if isinstance(c, DiffraxCase):
-            print(f"{c.label}: compiled in {c.compile_s:.1f} s (not in its seconds)")
+        print(f"| {c.label} | {median[c.label]:.3f} | {ratio} | {statistics.median(cpu[c.label]):.3f} "
+              f"| {c.counts()} | {loss:.10g} | {rel(g, refs[side[c.label]][1]):.1e} |")
     print("diffrax Jacobians: one per attempted step (VeryChord), per sample under vmap; diffrax does not "
           "count Newton iterations")
 
