@@ -24,9 +24,9 @@ importable) solves the same equations written in ``jax.numpy`` with ``Kvaerno5``
 (compile seconds reported apart) and then timed like the others.
 Every configuration runs once to warm up, then ``--repeats`` times round-robin; the median
 is reported, with the ratios to scipy's BDF (numpy), LSODA and the fastest diffrax solver.
-Counts: steps (accepted), Newton
-iterations, Jacobian evaluations (scipy: ``njev``), right-hand-side calls (pnode: counted
-in one extra run; each call's cost is measured alone and its share of the time given).
+Counts: steps (accepted), Newton iterations, Jacobian evaluations (scipy: ``njev``;
+diffrax: attempted steps), right-hand-side calls (pnode: counted in one extra run; each
+call's cost is measured alone and its share of the time given).
 """
 from __future__ import annotations
 
