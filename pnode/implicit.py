@@ -44,6 +44,7 @@ class ImplicitOperators:
         self.J = self.jacobian.mat
         self._formed = (None, None)  # (shift, Mat state) of the last form()
         self._point = None  # (adjoint pass, t) of the last dg/du evaluated in an adjoint pass
+        self._one_process = comm.getSize() == 1  # several: the ranks would have to agree
         self._point_x = torch.empty(problem.numel, dtype=problem.dtype, device=problem.device)
         self._rounding = 4 * torch.finfo(problem.dtype).eps
         self.solver_defaults = {**SOLVER_DEFAULTS, **self.jacobian.solver_defaults}
@@ -93,9 +94,11 @@ class ImplicitOperators:
         evaluated it, up to rounding (then the kept one serves). PETSc's ARKIMEX adjoint
         asks at every stage of a step, the first included, which is the last stage of the
         step it reverses next for a stiffly accurate tableau, as stored by PETSc: equal up to
-        an ulp (ARKIMEX 5: one assembly in 8 saved)."""
+        an ulp (ARKIMEX 5: one assembly in 8 saved). One process only (on several, a rank
+        that kept its linearisation while another rebuilt it would split a collective
+        right-hand side)."""
         c = self.control
-        if c is None or not c.exact:
+        if c is None or not c.exact or not self._one_process:
             return False
         kept = self._point_x
         if self._point == (c.passes, t) and bool(torch.le((x - kept).abs_(), kept.abs().mul_(self._rounding)).all()):
