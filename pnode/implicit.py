@@ -43,10 +43,6 @@ class ImplicitOperators:
         self.jacobian = build_jacobian(jacobian, problem, comm, guard)
         self.J = self.jacobian.mat
         self._formed = (None, None)  # (shift, Mat state) of the last form()
-        self._point = None  # (adjoint pass, t) of the last dg/du evaluated in an adjoint pass
-        self._one_process = comm.getSize() == 1  # several: the ranks would have to agree
-        self._point_x = torch.empty(problem.numel, dtype=problem.dtype, device=problem.device)
-        self._rounding = 4 * torch.finfo(problem.dtype).eps
         self.solver_defaults = {**SOLVER_DEFAULTS, **self.jacobian.solver_defaults}
         self.jacp = _ParamProducts(problem, params)
         self.Jp = shell_mat(self.jacp, problem.numel, params.numel, comm, guard)
@@ -81,31 +77,11 @@ class ImplicitOperators:
         control says so (:mod:`pnode.newton`), always without one."""
         fresh = self.control is None or self.control.fresh(ts)
         if fresh:
-            x = self.views.get(X, "r")
-            if not self._repeated(t, x):
-                self.jacobian.linearise(t, x)
+            self.jacobian.linearise(t, self.views.get(X, "r"))
         # unchanged dg/du, shift and Mat: leave it, so that PETSc keeps its factorisation
         if fresh or shift != self._formed[0] or self.J.stateGet() != self._formed[1]:
             self.jacobian.form(shift)
             self._formed = (shift, self.J.stateGet())
-
-    def _repeated(self, t: float, x: torch.Tensor) -> bool:
-        """Whether an adjoint pass asks for ``dg/du`` again at the point where it last
-        evaluated it, up to rounding (then the kept one serves). PETSc's ARKIMEX adjoint
-        asks at every stage of a step, the first included, which is the last stage of the
-        step it reverses next for a stiffly accurate tableau, as stored by PETSc: equal up to
-        an ulp (ARKIMEX 5: one assembly in 8 saved). One process only (on several, a rank
-        that kept its linearisation while another rebuilt it would split a collective
-        right-hand side)."""
-        c = self.control
-        if c is None or not c.exact or not self._one_process:
-            return False
-        kept = self._point_x
-        if self._point == (c.passes, t) and bool(torch.le((x - kept).abs_(), kept.abs().mul_(self._rounding)).all()):
-            return True
-        self._point = (c.passes, t)
-        kept.copy_(x)
-        return False
 
     def _ijacobianp(self, ts, t, X, Xdot, shift, Jp) -> None:
         self.jacp.set_point(t, as_tensor(X, None, "r"))

@@ -130,7 +130,6 @@ class NewtonControl:
         self._weights = torch.empty(numel, dtype=dtype, device=device)
         self._weights_np = self._weights.numpy() if device.type == "cpu" else None
         self.exact = False
-        self.passes = 0  # adjoint passes begun (exact_jacobians)
         self.start()
 
     def start(self) -> None:
@@ -152,7 +151,6 @@ class NewtonControl:
     def exact_jacobians(self) -> Iterator[None]:
         """Fresh Jacobians at every call (the adjoint phase)."""
         self.exact = True
-        self.passes += 1
         try:
             yield
         finally:

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import pnode
-from pnode import ijacobians
 from implicit_cases import DT, Mlp, rober
 from reference_implicit import ark_solve
 
@@ -165,30 +164,3 @@ def test_forward_only_stiff_integrators(method):
     with pytest.raises(pnode.ConfigurationError, match=r"no discrete adjoint.*rk, beuler, cn, theta, arkimex"):
         pnode.odeint_adjoint(rober, y0.clone().requires_grad_(True), t, method=method)
     assert np.isfinite(out.numpy()).all()
-
-
-def test_adjoint_assembles_a_repeated_stage_once(monkeypatch):
-    """ARKIMEX 2E has an explicit first stage and is stiffly accurate: the adjoint asks for
-    dg/du at a step's first stage, which is the last stage of the step it reverses next
-    (equal up to an ulp), and assembles it once; the gradient still equals autograd
-    through the same accepted steps."""
-    calls = []
-    real = ijacobians.BlockJacobian.linearise
-    monkeypatch.setattr(ijacobians.BlockJacobian, "linearise",
-                        lambda self, t, x: (calls.append(t), real(self, t, x))[1])
-    torch.manual_seed(0)
-    f = Mlp()
-    y0 = torch.randn(3, 2, dtype=DT, requires_grad=True)
-    t = torch.tensor([0.0, 0.2], dtype=DT)
-    ode = pnode.NeuralODE(f, method="arkimex", rtol=1e-6, atol=1e-8, jacobian="blocks",
-                          options={"ts_arkimex_type": "2e"})
-    out = ode(y0, t)
-    steps = ode.stats["steps"]
-    params = [y0, *f.parameters()]
-    calls.clear()
-    grads = torch.autograd.grad((out ** 2).sum(), params)
-    assert steps > 3 and len(calls) <= 2 * steps + 2  # 3 stages a step, the first one kept
-    ref = ark_solve(f, None, y0, ode.step_times, t.numpy(), "2e")
-    ref_grads = torch.autograd.grad((ref ** 2).sum(), params)
-    for a, b in zip(grads, ref_grads):
-        assert float((a - b).norm() / b.norm()) < 1e-5
