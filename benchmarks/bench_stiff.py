@@ -1,6 +1,6 @@
-"""Stiff forward solves: pnode's implicit methods against scipy's BDF and LSODA.
+"""Stiff forward solves: pnode's implicit methods against scipy's BDF and LSODA and diffrax.
 
-    python benchmarks/bench_stiff.py [--repeats 5] [--problems rober vdp]
+    python benchmarks/bench_stiff.py [--repeats 5] [--problems rober vdp] [--no-diffrax]
 
 Problems (float64, one thread, forward solves only, the state at the end compared):
 
@@ -17,10 +17,16 @@ stopping), the same with a fresh Jacobian at every iteration and PETSc's Newton 
 (``full Newton``, pnode's behaviour before Jacobian reuse) when ``pnode.Newton`` exists,
 and the forward-only TSBDF. scipy solves a numpy right-hand side with its analytic
 Jacobian (its fastest use) and, for BDF, also the same torch function pnode solves.
+diffrax (optional, the ``stiff-bench`` extra; skipped with a printed line when it is not
+importable) solves the same equations written in ``jax.numpy`` with ``Kvaerno5`` and
+``Kvaerno3`` (ESDIRK, its ``VeryChord`` Newton: one Jacobian and LU per attempted step),
+``PIDController(rtol, atol)``, float64, one XLA thread; the solve is jit-compiled first
+(compile seconds reported apart) and then timed like the others.
 Every configuration runs once to warm up, then ``--repeats`` times round-robin; the median
-is reported, with the ratio to scipy's BDF (numpy). Counts: steps (accepted), Newton
-iterations, Jacobian evaluations (scipy: ``njev``), right-hand-side calls (pnode: counted
-in one extra run; each call's cost is measured alone and its share of the time given).
+is reported, with the ratios to scipy's BDF (numpy), LSODA and the fastest diffrax solver.
+Counts: steps (accepted), Newton iterations, Jacobian evaluations (scipy: ``njev``;
+diffrax: attempted steps), right-hand-side calls (pnode: counted in one extra run; each
+call's cost is measured alone and its share of the time given).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import numpy as np
 import torch
 
 import pnode
+from diffrax_setup import compiled, load_diffrax
 
 DT = torch.float64
 MU = 1000.0
@@ -139,7 +146,42 @@ class ScipyCase:
                 "rhs": sol.nfev}
 
 
-def cases(name: str) -> list:
+def jax_rhs(name: str, jnp):
+    """The right-hand side of problem ``name`` in ``jax.numpy`` (diffrax's ``(t, y, args)``)."""
+    if name == "rober":
+        return lambda t, y, args: jnp.stack([-0.04 * y[0] + 1e4 * y[1] * y[2],
+                                             0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2, 3e7 * y[1] ** 2])
+    return lambda t, y, args: jnp.stack([y[1], MU * (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+class DiffraxCase:
+    """A diffrax ESDIRK solve, compiled once (``compile_s``), then timed per call."""
+
+    def __init__(self, label: str, name: str, solver: str, jx):
+        jax, jnp, dfx = jx
+        self.label, self.name = label, name
+        _, _, _, y0, T, rtol, atol, _ = PROBLEMS[name]
+        term, method = dfx.ODETerm(jax_rhs(name, jnp)), getattr(dfx, solver)()
+        control = dfx.PIDController(rtol=rtol, atol=atol)
+
+        def solve(y):
+            return dfx.diffeqsolve(term, method, 0.0, T, None, y, stepsize_controller=control,
+                                   saveat=dfx.SaveAt(t1=True), max_steps=1_000_000)
+
+        self.y0 = jnp.asarray(y0, dtype=jnp.float64)
+        self.solve, self.compile_s = compiled(jax, solve, self.y0)
+
+    def run(self) -> np.ndarray:
+        self.sol = self.solve(self.y0)
+        return np.asarray(self.sol.ys[-1])
+
+    def counts(self) -> dict:
+        st = {k: int(v) for k, v in self.sol.stats.items()}
+        return {"steps": st["num_accepted_steps"], "rejected": st["num_rejected_steps"], "newton": None,
+                "jacobians": st["num_steps"], "rhs": None}
+
+
+def cases(name: str, jx) -> list:
     out = []
     for tableau in ("4", "5"):
         opts = {"ts_arkimex_type": tableau}
@@ -151,6 +193,8 @@ def cases(name: str) -> list:
         out.append(PnodeCase("pnode BDF (TSBDF)", name, "bdf", {}, jacobian="dense"))
     out += [ScipyCase("scipy BDF", name, "BDF"), ScipyCase("scipy BDF, torch rhs", name, "BDF", torch_rhs=True),
             ScipyCase("scipy LSODA", name, "LSODA")]
+    if jx is not None:
+        out += [DiffraxCase(f"diffrax {solver}", name, solver, jx) for solver in ("Kvaerno5", "Kvaerno3")]
     return out
 
 
@@ -171,11 +215,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    ap.add_argument("--no-diffrax", action="store_true", help="leave diffrax out even where it is installed")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    jx = None if args.no_diffrax else load_diffrax()
     for name in args.problems:
         ref = reference(name)
-        group = cases(name)
+        group = cases(name, jx)
         errors = {c.label: error(c.run(), ref) for c in group}  # warm-up
         times: dict[str, list[float]] = {c.label: [] for c in group}
         for _ in range(args.repeats):
@@ -184,20 +230,28 @@ def main() -> None:
                 c.run()
                 times[c.label].append(time.perf_counter() - tic)
         cost = rhs_cost(name)
-        base = statistics.median(times["scipy BDF"])
+        median = {label: statistics.median(v) for label, v in times.items()}
+        bases = {"scipy BDF": median["scipy BDF"], "LSODA": median["scipy LSODA"]}
+        compiled_cases = [c for c in group if isinstance(c, DiffraxCase)]
+        if compiled_cases:
+            bases["diffrax best"] = min(median[c.label] for c in compiled_cases)
         _, _, _, _, T, rtol, atol, _ = PROBLEMS[name]
         print(f"\n{name}: t in [0, {T:g}], rtol {rtol:g}, atol {atol:g}; median of {args.repeats}; "
               f"torch rhs {cost * 1e6:.0f} us a call\n")
-        print("| solver | seconds | / scipy BDF | steps | rejected | Newton its | Jacobians | rhs calls "
-              "| rhs share | error |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| solver | seconds | " + " | ".join(f"/ {b}" for b in bases)
+              + " | steps | rejected | Newton its | Jacobians | rhs calls | rhs share | error |")
+        print("|---|---|" + "---|" * len(bases) + "---|---|---|---|---|---|---|")
+        fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
         for c in group:
-            sec = statistics.median(times[c.label])
+            sec = median[c.label]
             k = c.counts()
             share = f"{k['rhs'] * cost / sec:.0%}" if isinstance(c, PnodeCase) or "torch" in c.label else "-"
-            fmt = lambda v: "-" if v is None else str(v)  # noqa: E731
-            print(f"| {c.label} | {sec:.4f} | {sec / base:.2f} | {k['steps']} | {fmt(k['rejected'])} "
-                  f"| {fmt(k['newton'])} | {k['jacobians']} | {k['rhs']} | {share} | {errors[c.label]:.1e} |")
+            ratios = " | ".join(f"{sec / b:.2f}" for b in bases.values())
+            print(f"| {c.label} | {sec:.4f} | {ratios} | {k['steps']} | {fmt(k['rejected'])} "
+                  f"| {fmt(k['newton'])} | {k['jacobians']} | {fmt(k['rhs'])} | {share} | {errors[c.label]:.1e} |")
+        for c in compiled_cases:
+            print(f"\n{c.label}: compiled in {c.compile_s:.2f} s (not in its seconds); Jacobians = attempted "
+                  "steps (VeryChord: one Jacobian and LU per step); diffrax does not count Newton iterations")
 
 
 if __name__ == "__main__":

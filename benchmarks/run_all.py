@@ -4,7 +4,8 @@
 
 About 20 minutes on 2 idle cores (`make bench`: 12.5 min measured before bench_rmtr.py,
 which adds about 3.5 min with its neural-ODE problem, and bench_second_order.py and
-bench_shared_comm.py, about 4 min together, then bench_stiff.py; bench_rmtr needs scikit-learn, the `bench` extra). Prints each
+bench_shared_comm.py, about 4 min together, then bench_stiff.py and bench_stiff_node.py (diffrax
+where the stiff-bench extra is installed); bench_rmtr needs scikit-learn, the `bench` extra). Prints each
 benchmark's output and wall time; the exit status is non-zero if one fails (the others
 still run). Run on an idle machine: the benchmarks time themselves.
 """
@@ -34,6 +35,7 @@ def commands(out: str, mpiexec: str) -> list[list[str]]:
         [mpiexec, "-n", "2", py, "bench_scaling.py"],
         [py, "bench_stiff_imex.py"],
         [py, "bench_stiff.py"],
+        [py, "bench_stiff_node.py"],
         [py, "bench_rmtr.py", "--problem", "digits", "--out", out],
         [py, "bench_rmtr.py", "--problem", "regression", "--out", out],
         [py, "bench_rmtr.py", "--problem", "node", "--out", out],
