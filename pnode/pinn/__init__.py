@@ -3,6 +3,7 @@ neural-Galerkin marching of a network's parameters through PETSc TS."""
 from . import operators
 from .domains import Box, Interval, Rectangle, SpaceTime
 from .galerkin import GalerkinProblem, PeriodicFeatures
+from .marching import TimeMarching
 from .operators import derivatives, divergence, gradient, hessian, laplacian, time_derivative
 from .problem import CollocationProblem, Term
 from .runge_kutta import Tableau, gauss_legendre, runge_kutta_term
@@ -12,5 +13,5 @@ from .train import OPTIMISERS, Stage, StopTraining, TrainResult, train
 __all__ = ["operators", "Box", "Interval", "Rectangle", "SpaceTime", "GalerkinProblem", "PeriodicFeatures",
            "derivatives", "divergence", "gradient", "hessian", "laplacian", "time_derivative",
            "CollocationProblem", "Term", "Tableau", "gauss_legendre", "runge_kutta_term", "SAMPLERS",
-           "resample_by_residual", "sample_box", "OPTIMISERS", "Stage", "StopTraining", "TrainResult",
+           "resample_by_residual", "TimeMarching", "sample_box", "OPTIMISERS", "Stage", "StopTraining", "TrainResult",
            "train"]
