@@ -8,7 +8,7 @@ the other; the same network, seed, PDE points and observation nodes, only the no
 amplitude changes), reads each run's ``inverse.npz``, prints a table (noise, nu found,
 relative error in nu, field error, wall seconds) and plots the error in nu and in the field
 against the noise into ``--out/pinn_burgers_inverse_noise.png`` (and ``docs/img`` with
-``--docs``).
+``--docs``). ``--reuse`` skips the levels already run in ``--out``.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=150)
     p.add_argument("--out", default=str(HERE.parent / "out" / "bench_pinn_inverse_noise"))
     p.add_argument("--docs", action="store_true", help="also copy the figure to docs/img")
+    p.add_argument("--reuse", action="store_true", help="skip the levels whose run in --out has its inverse.npz")
     args = p.parse_args()
     out = Path(args.out)
     rows = []
@@ -38,11 +39,12 @@ def main() -> None:
         cmd = [sys.executable, str(HERE.parent / "examples" / "pinn_burgers_inverse.py"), "--out", str(run_dir),
                "--noise", str(noise), "--adam", str(args.adam), "--iterations", str(args.iterations),
                "--no-progress"]
-        print("$", " ".join(cmd[1:]), flush=True)
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(done.stderr[-3000:])
-        print(done.stdout.strip().splitlines()[-1], flush=True)
+        if not (args.reuse and (run_dir / "inverse.npz").exists()):
+            print("$", " ".join(cmd[1:]), flush=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(done.stderr[-3000:])
+            print(done.stdout.strip().splitlines()[-1], flush=True)
         rows.append({k: float(v) for k, v in np.load(run_dir / "inverse.npz").items()})
     print("| noise | nu found (true 3.183099e-3) | relative error in nu | field rel. L2 | wall (s) |")
     print("|---|---|---|---|---|")

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from pnode.errors import ConfigurationError
 
 from . import operators as ops
 from .domains import Interval, Rectangle, SpaceTime
@@ -117,7 +119,10 @@ class SlabFeatures(torch.nn.Module):
 
     def __init__(self, modes: int, t0: float, t1: float, kink: bool = True):
         super().__init__()
-        self.periodic, self.t0, self.t1, self.kink = PeriodicFeatures(2.0, modes), float(t0), float(t1), kink
+        self.periodic, self.kink = PeriodicFeatures(2.0, modes), kink
+        # buffers (not saved: the slab's times are the marching's), so that stacked slab networks keep theirs
+        self.register_buffer("t0", torch.tensor(float(t0)), persistent=False)
+        self.register_buffer("t1", torch.tensor(float(t1)), persistent=False)
 
     @property
     def size(self) -> int:
@@ -142,9 +147,12 @@ def allen_cahn_network(t0: float, t1: float, width: int = 16, depth: int = 2, mo
     return net
 
 
-def allen_cahn_marching(slabs: int = 10) -> TimeMarching:
-    """Time marching from ``x^2 cos(pi x)`` over ``slabs`` equal slabs of ``[0, 1]``."""
-    return TimeMarching(allen_cahn_initial, np.linspace(0.0, 1.0, slabs + 1).tolist())
+def allen_cahn_marching(slabs: int = 10, times: Sequence[float] | None = None) -> TimeMarching:
+    """Time marching from ``x^2 cos(pi x)`` over ``slabs`` equal slabs of ``[0, 1]``, or over
+    the slabs between ``times`` (from 0 to 1)."""
+    if times is not None and (float(times[0]) != 0.0 or float(times[-1]) != 1.0):
+        raise ConfigurationError(f"the Allen-Cahn slab times must run from 0 to 1, got {list(times)}")
+    return TimeMarching(allen_cahn_initial, np.linspace(0.0, 1.0, slabs + 1).tolist() if times is None else times)
 
 
 def allen_cahn_problem(model: torch.nn.Module, marching: TimeMarching, points: int = 1024,
