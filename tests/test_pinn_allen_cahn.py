@@ -84,8 +84,6 @@ def test_marching_state_round_trip_and_errors():
         marching(torch.tensor([[0.0, 0.75]], dtype=DT))
     with pytest.raises(ConfigurationError, match="increasing"):
         TimeMarching(allen_cahn_initial, [0.0, 0.5, 0.5])
-    with pytest.raises(ConfigurationError, match="one architecture"):
-        marching.finish(allen_cahn_network(0.5, 0.75, width=7))
     with pytest.raises(ConfigurationError, match="from 0 to 1"):
         allen_cahn_marching(times=[0.0, 0.5])
     done = allen_cahn_marching(1)

@@ -120,7 +120,7 @@ class SlabFeatures(torch.nn.Module):
     def __init__(self, modes: int, t0: float, t1: float, kink: bool = True):
         super().__init__()
         self.periodic, self.kink = PeriodicFeatures(2.0, modes), kink
-        # buffers (not saved: the slab's times are the marching's), so that stacked slab networks keep theirs
+        # buffers that follow .to(dtype), not saved (the slab's times are the marching's)
         self.register_buffer("t0", torch.tensor(float(t0)), persistent=False)
         self.register_buffer("t1", torch.tensor(float(t1)), persistent=False)
 
@@ -173,7 +173,7 @@ def allen_cahn_grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def allen_cahn_predict(field: Callable[[torch.Tensor], torch.Tensor], t_max: float = 1.0) -> np.ndarray:
     """``field`` (``(N, 2)`` points -> ``(N,)``) on the scoring grid's times ``<= t_max``."""
     x, t, _ = allen_cahn_grid()
-    t = t[t <= t_max + 1e-12]
+    t = np.minimum(t[t <= t_max + 1e-12], t_max)  # a grid time above t_max by rounding: at t_max
     X, T = np.meshgrid(x, t)
     pts = torch.as_tensor(np.stack([X.ravel(), T.ravel()], axis=1))
     return field(pts).reshape(t.size, x.size).double().numpy()
