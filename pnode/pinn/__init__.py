@@ -5,6 +5,7 @@ from .domains import Box, Interval, Rectangle, SpaceTime
 from .exact import kdv_two_soliton
 from .galerkin import GalerkinForce, GalerkinMass, GalerkinProblem, PeriodicFeatures
 from .galerkin_resampling import ResampledMarch, march_resampled, seeded_sampler
+from .marching import TimeMarching
 from .operators import derivatives, divergence, gradient, hessian, laplacian, time_derivative
 from .problem import CollocationProblem, Term
 from .runge_kutta import Tableau, gauss_legendre, runge_kutta_term
@@ -15,5 +16,5 @@ __all__ = ["operators", "Box", "Interval", "Rectangle", "SpaceTime", "kdv_two_so
            "GalerkinForce", "GalerkinMass", "PeriodicFeatures", "ResampledMarch", "march_resampled", "seeded_sampler",
            "derivatives", "divergence", "gradient", "hessian", "laplacian", "time_derivative",
            "CollocationProblem", "Term", "Tableau", "gauss_legendre", "runge_kutta_term", "SAMPLERS",
-           "resample_by_residual", "sample_box", "OPTIMISERS", "Stage", "StopTraining", "TrainResult",
+           "resample_by_residual", "TimeMarching", "sample_box", "OPTIMISERS", "Stage", "StopTraining", "TrainResult",
            "train"]
