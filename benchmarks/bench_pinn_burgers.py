@@ -11,12 +11,13 @@ other, ``--minutes`` of wall time each including the warm-up), reads each run's
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from figures import save_figure
 
 HERE = Path(__file__).resolve().parent
 RUNS = {
@@ -61,12 +62,7 @@ def main() -> None:
     ax.set(xlabel="wall seconds (one process, shared machine)", ylabel="relative L2 error vs Cole-Hopf",
            title=f"Burgers PINN, {args.points} points, {args.adam} Adam warm-up")
     ax.legend()
-    fig.tight_layout()
-    path = out / "pinn_burgers_optimisers.png"
-    fig.savefig(path, dpi=110)
-    if args.docs:
-        shutil.copy(path, HERE.parent / "docs" / "img" / path.name)
-    print(f"figure: {path}")
+    save_figure(fig, out, "pinn_burgers_optimisers.png", args.docs)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ against the noise into ``--out/pinn_burgers_inverse_noise.png`` (and ``docs/img`
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from figures import save_figure
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,12 +65,7 @@ def main() -> None:
     ax.set(xlabel="noise (% of the solution's standard deviation)", ylabel="%",
            title="inverse Burgers: 2000 observations, nu unknown")
     ax.legend()
-    fig.tight_layout()
-    path = out / "pinn_burgers_inverse_noise.png"
-    fig.savefig(path, dpi=110)
-    if args.docs:
-        shutil.copy(path, HERE.parent / "docs" / "img" / path.name)
-    print(f"figure: {path}")
+    save_figure(fig, out, "pinn_burgers_inverse_noise.png", args.docs)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from pinn_common import parser, pyplot, start, time_limit
+from pinn_common import field_figure, parser, save_figure, start, time_limit
 from pnode.comm import is_root
 from pnode.pinn import train
 from pnode.pinn.cases import (allen_cahn_grid, allen_cahn_marching, allen_cahn_network, allen_cahn_predict,
@@ -55,23 +55,13 @@ def schedule(args) -> list:
 
 
 def figure(path: str, u: np.ndarray, slabs: dict) -> None:
-    plt = pyplot()
     x, t, ref = allen_cahn_grid()
-    fig, ax = plt.subplots(1, 4, figsize=(17, 3.6))
-    for a, data, title in ((ax[0], ref, "reference (PETSc TS)"), (ax[1], u, "PINN")):
-        im = a.pcolormesh(t, x, data.T, cmap="RdBu_r", shading="auto")
-        a.set(title=title, xlabel="t", ylabel="x")
-        fig.colorbar(im, ax=a)
-    im = ax[2].pcolormesh(t, x, np.log10(np.abs(u - ref).T + 1e-16), cmap="viridis", shading="auto")
-    ax[2].set(title="log10 |error|", xlabel="t", ylabel="x")
-    fig.colorbar(im, ax=ax[2])
+    fig, ax = field_figure(x, t, ref, u, "reference (PETSc TS)")
     ax[3].semilogy(slabs["end"], slabs["error"], "o-", ms=3, label="rel. L2 on [0, t_k]")
     ax[3].semilogy(slabs["end"], slabs["loss"], "s-", ms=3, label="slab loss")
     ax[3].set(xlabel="slab end time", title="marching")
     ax[3].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> float:

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from pinn_common import parser, pyplot, start, time_limit
+from pinn_common import field_figure, parser, save_figure, start, time_limit
 from pnode.comm import is_root
 from pnode.pinn import train
 from pnode.pinn.cases import burgers_problem, burgers_score, mlp, predict, scoring_grid
@@ -54,24 +54,14 @@ def schedule(args) -> list:
 
 
 def figure(path: str, u: np.ndarray, trace: dict, losses: list[float]) -> None:
-    plt = pyplot()
     x, t, ref = scoring_grid()
-    fig, ax = plt.subplots(1, 4, figsize=(17, 3.6))
-    for a, data, title in ((ax[0], ref, "exact (Cole-Hopf)"), (ax[1], u, "PINN")):
-        im = a.pcolormesh(t, x, data.T, cmap="RdBu_r", shading="auto")
-        a.set(title=title, xlabel="t", ylabel="x")
-        fig.colorbar(im, ax=a)
-    im = ax[2].pcolormesh(t, x, np.log10(np.abs(u - ref).T + 1e-16), cmap="viridis", shading="auto")
-    ax[2].set(title="log10 |error|", xlabel="t", ylabel="x")
-    fig.colorbar(im, ax=ax[2])
+    fig, ax = field_figure(x, t, ref, u, "exact (Cole-Hopf)")
     ax[3].semilogy(np.arange(1, len(losses) + 1), losses, label="loss")
     if len(trace["iteration"]):
         ax[3].semilogy(trace["iteration"], trace["error"], "o-", ms=3, label="rel. L2 error")
     ax[3].set(xlabel="iteration", title="training")
     ax[3].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> float:

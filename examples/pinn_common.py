@@ -50,13 +50,34 @@ def pyplot():
     return plt
 
 
+def field_figure(x, t, ref, u, ref_title: str):
+    """A figure of four panels: the reference and the PINN's field over ``(t, x)``, the
+    log10 error between them, and a fourth axis left to the caller; returns ``(fig, ax)``."""
+    import numpy as np
+
+    fig, ax = pyplot().subplots(1, 4, figsize=(17, 3.6))
+    for a, data, title in ((ax[0], ref, ref_title), (ax[1], u, "PINN")):
+        im = a.pcolormesh(t, x, data.T, cmap="RdBu_r", shading="auto")
+        a.set(title=title, xlabel="t", ylabel="x")
+        fig.colorbar(im, ax=a)
+    im = ax[2].pcolormesh(t, x, np.log10(np.abs(u - ref).T + 1e-16), cmap="viridis", shading="auto")
+    ax[2].set(title="log10 |error|", xlabel="t", ylabel="x")
+    fig.colorbar(im, ax=ax[2])
+    return fig, ax
+
+
+def save_figure(fig, path: str) -> None:
+    """Lay out, save and close ``fig``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
 def finish(fig, path: str, ax_loss, result) -> None:
     """Plot the loss history on ``ax_loss``, save ``fig`` to ``path``, print the stages."""
     ax_loss.semilogy(result.history["loss"])
     ax_loss.set(title="loss", xlabel="iteration")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot().close(fig)
+    save_figure(fig, path)
     print(f"stages: {[(s['optimiser'], s['iterations'], s['words']) for s in result.stages]}")
 
 
