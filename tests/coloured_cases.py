@@ -99,6 +99,17 @@ def autograd_jacobian(prob: DMDAProblem, t: float = 0.3) -> np.ndarray:
     return jac.reshape(u.numel(), u.numel()).numpy()
 
 
+def coloured_and_autograd(prob: DMDAProblem) -> tuple[np.ndarray, int, np.ndarray]:
+    """The coloured entries, their colour count and the autograd Jacobian of ``prob``;
+    the problem and its DMDA are destroyed after."""
+    try:
+        got, count = coloured_entries(prob)
+        return got, count, autograd_jacobian(prob)
+    finally:
+        prob.destroy()
+        prob.da.destroy()
+
+
 def stiff_diffusion(comm, jacobian: str, options: dict | None = None, newton=None, stiffness: float = 400.0):
     """2-D diffusion ``nu dt / h^2 = stiffness`` with a mild pointwise MLP on 32 x 32 points,
     backward Euler, 3 steps: the state at the end and the solve's stats."""

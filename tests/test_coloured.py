@@ -9,7 +9,7 @@ import torch
 from mpi4py import MPI
 
 import pnode
-from coloured_cases import (DT, autograd_jacobian, coloured_entries, dmda_problem, global_field, gradient_case,
+from coloured_cases import (DT, coloured_and_autograd, dmda_problem, global_field, gradient_case,
                             stiff_diffusion)
 from helpers import rel_error
 from pnode.colouring import lattice, stencil_offsets
@@ -38,12 +38,7 @@ def test_lattice_colours_are_the_fewest_possible(dim, stencil, m):
 @pytest.mark.parametrize("boundary", ["periodic", "ghosted"])
 def test_coloured_jacobian_equals_autograd(dof, boundary):
     prob = dmda_problem(dof, SELF, boundary=boundary)
-    try:
-        got, count = coloured_entries(prob)
-        want = autograd_jacobian(prob)
-    finally:
-        prob.destroy()
-        prob.da.destroy()
+    got, count, want = coloured_and_autograd(prob)
     assert count == 5 * dof  # star stencil of width 1: five colours per species
     assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
     assert (want != 0).sum() >= 4 * len(want)  # rows reach their neighbours
@@ -53,12 +48,7 @@ def test_coloured_jacobian_equals_autograd_on_1d_box():
     """A 1-D periodic box stencil of width 1 (three colours) with a 3-point convolution."""
     conv = torch.nn.Conv1d(1, 1, 3).double()
     prob = dmda_problem(1, SELF, dim=1, stencil="box", func=lambda t, p: torch.tanh(conv(p[None, None])[0, 0]))
-    try:
-        got, count = coloured_entries(prob)
-        want = autograd_jacobian(prob)
-    finally:
-        prob.destroy()
-        prob.da.destroy()
+    got, count, want = coloured_and_autograd(prob)
     assert count == 3
     assert np.abs(got - want).max() <= 1e-12 * np.abs(want).max()
 
