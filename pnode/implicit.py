@@ -17,7 +17,8 @@ that for speed.
 A state-dependent mass ``M(u)`` makes the Jacobian depend on the stage's ``u'`` too. PETSc
 hands IJacobian the ``Xdot`` of its last residual evaluation, which during TSAdjointSolve
 is a stale one (theta.c sets it before the parameter Jacobian, not before the state
-Jacobian). So the forward residual evaluations keep their ``u'`` under the exact values of
+Jacobian). So the forward residual evaluations of a solve that keeps a trajectory (for an
+adjoint; forward-only solves record nothing) keep their ``u'`` under the exact values of
 their ``u`` and their time, and IJacobian/IJacobianP take the ``u'`` recorded for exactly
 that ``u`` at the nearest time (the adjoint's stage times may differ in the last bit from
 the forward's; one ``u`` can be two stages' point: backward Euler's first Newton iterate
@@ -61,6 +62,7 @@ class ImplicitOperators:
         self.Jp = shell_mat(self.jacp, problem.numel, params.numel, comm, guard)
         self.zero = None
         self.stages: dict[bytes, dict[float, torch.Tensor]] | None = {} if state_mass(problem) else None
+        self.recording = False
 
     def attach(self, ts, F) -> None:
         """Register the callbacks on ``ts`` (``F`` is the residual work Vec)."""
@@ -74,12 +76,14 @@ class ImplicitOperators:
             self.zero = shell_mat(_Zero(), n, n, ts.getComm(), guard)
             ts.setRHSJacobian(lambda *a: None, self.zero, self.zero)
 
-    def start(self, ts) -> None:
-        """A forward solve begins: forget the recorded stages; refuse the endpoint theta
-        form with a state-dependent mass (see the module docstring)."""
+    def start(self, ts, record: bool) -> None:
+        """A forward solve begins: forget the recorded stages and record new ones only when
+        ``record`` (a trajectory is kept for an adjoint); refuse the endpoint theta form
+        with a state-dependent mass (see the module docstring)."""
         if self.stages is None:
             return
         self.stages.clear()
+        self.recording = record
         if ts.getType() in ("theta", "cn") and ts.getThetaEndpoint():
             raise ConfigurationError(
                 "a state-dependent mass matrix needs a theta method without the endpoint form: "
@@ -98,7 +102,7 @@ class ImplicitOperators:
             torch.sub(udot, g, out=out)
         else:
             torch.sub(prob.mass.product(t, u, udot).reshape(-1), g, out=out)
-            if self.stages is not None:
+            if self.stages is not None and self.recording:
                 self.stages.setdefault(_key(u), {})[t] = udot.detach().clone()
         F.stateIncrease()
 

@@ -311,7 +311,7 @@ class Integrator:
         if self.newton is not None:
             self.newton.start()
         if self.implicit is not None:
-            self.implicit.start(self.ts)
+            self.implicit.start(self.ts, record=bool(self._trajectory))
         self._in_forward = True
         try:
             self._run(lambda: self.ts.solve(self.U))
