@@ -12,7 +12,7 @@ is a sech^2 soliton (height p^2 / 2, width 2 / p, at -q / p); three hold the two
 and their interaction (the exact solution has p_3 = p_1 + p_2), so every two-soliton
 state lies in the class and the error at T measures the time integration and the
 regularised solve, not the ansatz. theta(0) is fitted to u0 by Levenberg-Marquardt
-(TAO brgn) from a guess read off u0's two peaks (heights and positions), then marched by
+(pnode.solvers) from a guess read off u0's two peaks (heights and positions), then marched by
 PETSc TS (rk4 with fixed steps, dopri5 adaptive) through M(theta) theta' = F with
 f = -6 u u_x - u_xxx (the third derivative by torch.func).
 

@@ -40,6 +40,7 @@ from pnode.errors import ConfigurationError, PnodeError
 from pnode.params import ParamBuffer
 
 SOLVES = ("tikhonov", "pinv")
+FIT_SOLVERS = ("lm", "brgn")
 
 
 def _local_points(points: torch.Tensor, mpi) -> tuple[int, torch.Tensor]:
@@ -337,34 +338,42 @@ class GalerkinProblem(torch.nn.Module):
 
     # -- the initial condition ----------------------------------------------------------
 
-    def fit(self, u0: Callable[[torch.Tensor], torch.Tensor], *, max_it: int = 100,
+    def fit(self, u0: Callable[[torch.Tensor], torch.Tensor], *, max_it: int = 100, solver: str = "lm",
             options: Mapping | None = None, options_prefix: str = "galerkin_fit_", progress: bool = False):
-        """Fit the network to ``u0`` at the sample points by Levenberg-Marquardt (TAO
-        ``brgn`` with ``lm`` regularisation through :class:`pnode.solvers.TaoSolver`; the
-        residual rows, split over the ranks, with an assembled Jacobian: samples x ``P``);
-        returns ``(theta0, TaoResult)``. It stops when the loss ``0.5 mean (U - u0)^2``
-        falls below ``1e-20`` (``tao_fmin``) or the gradient below ``1e-15``; the damping
-        weight is ``1e-3`` (``tao_brgn_regularizer_weight``). The fit is a nonconvex
-        least-squares problem: from some initial networks it stops in a local minimum, so
-        check ``TaoResult.loss``. ``options`` reach TAO under ``options_prefix`` and win
-        over these."""
-        from pnode.solvers import Objective, TaoSolver
+        """Fit the network to ``u0`` at the sample points; returns ``(theta0, TaoResult)``.
+        ``solver="lm"``: :class:`pnode.solvers.LevenbergMarquardt` (monotone: a ratio test,
+        Nielsen's damping rule from ``1e-3``; ``J^T J`` of the residual rows, split over the
+        ranks, summed by one Allreduce and factored by PETSc Cholesky; ``options`` reach its
+        KSP). ``solver="brgn"``: TAO ``brgn`` with ``lm`` regularisation, weight ``1e-3``
+        (its subsolver takes unit steps, uphill too: not monotone; ``options`` reach TAO).
+        Either stops when the loss ``0.5 mean (U - u0)^2`` falls below ``1e-20`` or the
+        gradient below ``1e-15``. The fit is nonconvex: from a random network it may stop
+        in a local minimum or converge slowly near a degenerate one (redundant units), so
+        start from a guess read off ``u0`` where one is at hand and check
+        ``TaoResult.loss``. ``options`` go under ``options_prefix`` and win over these."""
+        from pnode.solvers import LevenbergMarquardt, Objective, TaoSolver
 
+        if solver not in FIT_SOLVERS:
+            raise ConfigurationError(f"solver must be one of {FIT_SOLVERS}, got {solver!r}")
         target = u0(self.points).reshape(-1).detach()
         scale = 1.0 / math.sqrt(self.total)
 
         def residual():
             return (self.net(self.points).reshape(-1) - target) * scale
 
-        opts = {"tao_gatol": 1e-15, "tao_grtol": 0.0, "tao_gttol": 0.0, "tao_fmin": 1e-20,
-                "tao_brgn_regularization_type": "lm", "tao_brgn_regularizer_weight": 1e-3,
-                **(options or {})}
-        solver = TaoSolver(self.net, Objective(residual=residual, jacobian="dense"), tao_type="brgn",
-                           comm=self.mpi, options=opts, options_prefix=options_prefix, progress=progress)
+        objective = Objective(residual=residual, jacobian="dense")
+        if solver == "lm":
+            opt = LevenbergMarquardt(self.net, objective, comm=self.mpi, damping=1e-3, gatol=1e-15, fmin=1e-20,
+                                     options=options, options_prefix=options_prefix, progress=progress)
+        else:
+            opts = {"tao_gatol": 1e-15, "tao_grtol": 0.0, "tao_gttol": 0.0, "tao_fmin": 1e-20,
+                    "tao_brgn_regularization_type": "lm", "tao_brgn_regularizer_weight": 1e-3, **(options or {})}
+            opt = TaoSolver(self.net, objective, tao_type="brgn", comm=self.mpi, options=opts,
+                            options_prefix=options_prefix, progress=progress)
         try:
-            result = solver.solve(max_it=max_it)
+            result = opt.solve(max_it=max_it)
         finally:
-            solver.destroy()
+            opt.destroy()
         return self.flat(), result
 
 

@@ -72,22 +72,16 @@ def test_implicit_mass_form_on_split_samples_equals_one_rank():
     assert float((dtheta - ref_dtheta).norm()) <= 1e-8 * float(ref_dtheta.norm())
 
 
-# as in test_tao_mpi: BRGN's inner Krylov solve stops at another iteration on two ranks
-# with PETSc's default tolerance; a tight one makes the iterates agree
-_INNER = {"tao_brgn_subsolver_tao_bnk_ksp_type": "cg", "tao_brgn_subsolver_tao_bnk_pc_type": "none",
-          "tao_brgn_subsolver_tao_bnk_ksp_rtol": 1e-14}
-
-
 def test_initial_fit_with_residual_rows_split_equals_one_rank():
     fits = []
     for comm in (WORLD, MPI.COMM_SELF):
         problem = ga.build(ga.Config(), comm)
-        theta0, result = problem.fit(ga.bump, max_it=8, options=_INNER)
+        theta0, result = problem.fit(ga.bump, max_it=8)
         fits.append((theta0, result.loss, len(problem.points)))
     (theta0, loss, local), (ref_theta0, ref_loss, _) = fits
-    # Levenberg-Marquardt's path is not monotone in its first iterations (measured: the
-    # loss rises from 0.083 to 0.18 by iteration 8 with these options; the example's fit,
-    # default options, one rank, reaches 1e-32 in 27), so the test compares the iterates
+    # J^T J and J^T r are summed over the ranks in another order than one rank's product:
+    # the iterates part by rounding only (a random start, not the example's guess, so the
+    # eight steps are far from the minimum and the comparison is not trivial)
     assert local == ga.Config().samples // WORLD.Get_size()
     assert abs(loss - ref_loss) <= 1e-9 * ref_loss
     assert float((theta0 - ref_theta0).abs().max()) <= 1e-9 * float(ref_theta0.abs().max())
