@@ -305,35 +305,43 @@ class MatrixFreeJacobian(IJacobianKind):
         self.products.set_shift(shift)
 
 
+def seeded_vjps(g: torch.Tensor, leaf: torch.Tensor, seeds: torch.Tensor, batched: bool) -> torch.Tensor:
+    """``seeds[k]^T dg/d(leaf)`` for every ``k`` (``seeds`` shaped ``(k, *g.shape)``, the
+    result ``(k, *leaf.shape)``): one batched backward, or one backward per seed on one
+    graph (cheaper for few seeds or large states); zeros where ``g`` does not depend on
+    ``leaf``."""
+    if g.requires_grad:
+        if batched:
+            (vjps,) = torch.autograd.grad(g, leaf, seeds, is_grads_batched=True, allow_unused=True)
+        else:
+            vjps = [torch.autograd.grad(g, leaf, seed, retain_graph=True, allow_unused=True)[0] for seed in seeds]
+            vjps = None if vjps[0] is None else torch.stack(vjps)
+        if vjps is not None:
+            return vjps
+    return torch.zeros(len(seeds), *leaf.shape, dtype=leaf.dtype, device=leaf.device)
+
+
+def _state_vjps(problem, t: float, x: torch.Tensor, seeds: torch.Tensor, xdot, batched: bool) -> torch.Tensor:
+    """``seeds[k]^T dh/du`` (flat rows) at ``(t, x, xdot)`` by :func:`seeded_vjps`."""
+    with torch.enable_grad():
+        xr = x.detach().reshape(problem.shape).requires_grad_(True)
+        g = implicit_part(problem, t, xr, xdot).reshape(problem.shape)
+    rows = seeded_vjps(g, xr, seeds.view(seeds.shape[0], *problem.shape), batched)
+    return rows.reshape(seeds.shape[0], -1)
+
+
 def batched_vjp(problem, t: float, x: torch.Tensor, seeds: torch.Tensor,
                 xdot: torch.Tensor | None = None) -> torch.Tensor:
     """``seeds[k]^T dh/du`` for every ``k`` (flat rows; ``h``: :func:`implicit_part`), one
     batched backward at ``(t, x, xdot)``."""
-    with torch.enable_grad():
-        xr = x.detach().reshape(problem.shape).requires_grad_(True)
-        g = implicit_part(problem, t, xr, xdot).reshape(problem.shape)
-    if not g.requires_grad:
-        return torch.zeros(seeds.shape[0], problem.numel, dtype=x.dtype, device=x.device)
-    (rows,) = torch.autograd.grad(g, xr, seeds.view(seeds.shape[0], *problem.shape),
-                                  is_grads_batched=True, allow_unused=True)
-    if rows is None:
-        return torch.zeros(seeds.shape[0], problem.numel, dtype=x.dtype, device=x.device)
-    return rows.reshape(seeds.shape[0], -1)
+    return _state_vjps(problem, t, x, seeds, xdot, batched=True)
 
 
 def row_vjps(problem, t: float, x: torch.Tensor, eye: torch.Tensor,
              xdot: torch.Tensor | None = None) -> torch.Tensor:
     """``dh/du`` at ``(t, x, xdot)`` by one backward pass per row on one graph (the fastest
     way for a few unknowns: a batched backward costs more than ``SMALL_DENSE`` plain ones)."""
-    with torch.enable_grad():
-        xr = x.detach().reshape(problem.shape).requires_grad_(True)
-        g = implicit_part(problem, t, xr, xdot)
-    if not g.requires_grad:
-        return torch.zeros_like(eye)
-    rows = [torch.autograd.grad(g, xr, e, retain_graph=True, allow_unused=True)[0] for e in eye]
-    if rows[0] is None:
-        return torch.zeros_like(eye)
-    return torch.stack(rows).reshape(eye.shape)
+    return _state_vjps(problem, t, x, eye, xdot, batched=False).reshape(eye.shape)
 
 
 def dense_assembly(problem, eye: torch.Tensor):
@@ -560,20 +568,6 @@ def _dmda_of(problem):
     return func if isinstance(func, DMDAProblem) else None
 
 
-def _colour_vjps(g: torch.Tensor, leaf: torch.Tensor, seeds: torch.Tensor, batched: bool) -> torch.Tensor:
-    """``seeds[k]^T dg/d(leaf)`` for every ``k``: one batched backward, or one backward per
-    seed on one graph (see :data:`COLOURED_BATCHED_MAX`)."""
-    if g.requires_grad:
-        if batched:
-            (vjps,) = torch.autograd.grad(g, leaf, seeds, is_grads_batched=True, allow_unused=True)
-        else:
-            vjps = [torch.autograd.grad(g, leaf, seed, retain_graph=True, allow_unused=True)[0] for seed in seeds]
-            vjps = None if vjps[0] is None else torch.stack(vjps)
-        if vjps is not None:
-            return vjps
-    return torch.zeros(len(seeds), *leaf.shape, dtype=leaf.dtype)
-
-
 @register
 class ColouredJacobian(IJacobianKind):
     """``shift*M - dg/du`` of a DMDA problem as an AIJ Mat on the DMDA's layout, from one
@@ -628,7 +622,7 @@ class ColouredJacobian(IJacobianKind):
         with torch.enable_grad():
             leaf = patch.requires_grad_(True)
             g = dmda.on_patch(prob.implicit.user_time(t), leaf)
-        vjps = _colour_vjps(g, leaf, seeds, prob.numel <= COLOURED_BATCHED_MAX)
+        vjps = seeded_vjps(g, leaf, seeds, prob.numel <= COLOURED_BATCHED_MAX)
         values = self.colouring.entries(vjps[:self.colouring.count])
         if not self.checked:
             self._check(values, vjps[-1])
