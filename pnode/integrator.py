@@ -176,7 +176,7 @@ class Integrator:
         basic): pnode always sets memory, for this call only. Then the WRMS Newton test
         (:mod:`pnode.newton`) replaces PETSc's, if chosen."""
         with ScopedOptions("", {}).applied(force=self._trajectory):
-            self._options.apply(self.ts, force=self._force)
+            self._options.apply(self.ts, force=self._force, until_solved=self.implicit is not None)
         if self.newton is not None and self.newton.test == "wrms":
             self.ts.getSNES().setConvergenceTest(self.guard.wrap(self.newton.converged))
 
@@ -314,7 +314,8 @@ class Integrator:
             self.implicit.start(self.ts, record=bool(self._trajectory))
         self._in_forward = True
         try:
-            self._run(lambda: self.ts.solve(self.U))
+            with self._options.solving(self.ts, force=self._force):
+                self._run(lambda: self.ts.solve(self.U))
         finally:
             self._in_forward = False
             if tape is not None:

@@ -95,6 +95,8 @@ class ScopedOptions:
         for key, val in dict(options or {}).items():
             self.options[_check_option(key, val)] = val
         self._warned: set[str] = set()
+        self._pending: set[str] = set()  # unread at setFromOptions, read (or not) at the first solve
+        self._read_late: set[str] = set()
 
     def with_defaults(self, defaults: Mapping[str, Any]) -> "ScopedOptions":
         """A copy where ``defaults`` fill keys the user's dict does not set (the copy warns
@@ -103,6 +105,7 @@ class ScopedOptions:
         merged.update(self.options)
         copy = ScopedOptions.__new__(ScopedOptions)
         copy.prefix, copy.options, copy._warned = self.prefix, merged, self._warned
+        copy._pending, copy._read_late = set(), set()
         copy._own = set(self.options)
         return copy
 
@@ -158,11 +161,12 @@ class ScopedOptions:
             for name, val in restore.items():
                 db.setValue(name, val)
 
-    def apply(self, petsc_object, force: Mapping[str, Any] | None = None) -> None:
+    def apply(self, petsc_object, force: Mapping[str, Any] | None = None, *, until_solved: bool = False) -> None:
         """``petsc_object.setOptionsPrefix(prefix)`` then ``setFromOptions()`` with our dict.
 
         A value PETSc rejects raises a ConfigurationError naming it; options of the user's
-        dict that PETSc did not read warn once per object."""
+        dict that PETSc did not read warn once per object. With ``until_solved`` the
+        unread ones wait for the first solve under :meth:`solving` instead."""
         petsc_object.setOptionsPrefix(self.prefix)
         P = PETSc()
         with self.applied(force) as from_dict:
@@ -171,14 +175,40 @@ class ScopedOptions:
             except P.Error as exc:
                 raise self._rejected(petsc_object, force) from exc
             db = P.Options()
-            unread = [key for key in from_dict if key in self._user_keys()
-                      and key not in self._warned and not db.used(self.prefix + key)]
+            unread = [key for key in from_dict if key in self._user_keys() and key not in self._warned
+                      and key not in self._read_late and not db.used(self.prefix + key)]
+        if until_solved:
+            self._pending.update(unread)
+        else:
+            self._warn_unread(unread, petsc_object)
+
+    @contextmanager
+    def solving(self, petsc_object, force: Mapping[str, Any] | None = None) -> Iterator[None]:
+        """Around a solve of ``petsc_object`` configured by ``apply(..., until_solved=True)``:
+        while options of the dict are still unread, keep them in the database for the
+        solve, because PETSc sets some parts up only there and they read their options then
+        (block Jacobi's and ASM's sub-solvers, ``sub_pc_factor_levels``; multigrid
+        levels). Those read now are remembered; the rest warn. Costs nothing once all were
+        read."""
+        if not self._pending:
+            yield
+            return
+        with self.applied(force):
+            yield
+            db = PETSc().Options()
+            late = {key for key in self._pending if db.used(self.prefix + key)}
+        unread = sorted(self._pending - late)
+        self._read_late |= late
+        self._pending.clear()
+        self._warn_unread(unread, petsc_object)
+
+    def _warn_unread(self, unread: list[str], petsc_object) -> None:
         if unread:
             self._warned.update(unread)
             warnings.warn(
                 f"PETSc did not read the option(s) {', '.join(unread)} of prefix {self.prefix!r} "
                 f"({type(petsc_object).__name__} {petsc_object.getType()}): misspelt, or for "
-                "another kind of solver?", PnodeWarning, stacklevel=4)
+                "another kind of solver?", PnodeWarning, stacklevel=5)
 
     def _rejected(self, petsc_object, force) -> ConfigurationError:
         """The error for options PETSc rejected: each user option is tried alone on a
