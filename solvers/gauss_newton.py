@@ -21,7 +21,9 @@ nu, nu *= 2`` on failure). The normal equations are solved by
   PETSc (``KSPPREONLY`` + ``PCCHOLESKY`` on a dense matrix, options under the prefix);
   for models of up to a few thousand parameters;
 - ``"cg"``: PETSc ``KSPCG`` on the parameter Vec split over the ranks, with a shell
-  matrix ``v -> J^T (J v) + mu v`` (a JVP and a VJP of the residual per product).
+  matrix ``v -> J^T (J v) + mu v`` (a JVP and a VJP of the residual per product). CG
+  from zero lowers the damped model at every iteration, so a solve stopped by
+  ``ksp_max_it`` still gives a step (truncated Newton); it is judged by the same ratio.
 
 A trial point whose loss is not finite is rejected; a non-finite loss or gradient at the
 iterate raises :class:`NonFiniteObjectiveError` (the model holds the last accepted
@@ -163,7 +165,8 @@ class LevenbergMarquardt:
             self.ksp.solve(self._rhs, self._s)
             self.evaluator.jacobian_product(self._s, self._rows)
             predicted = -self._g.dot(self._s) - 0.5 * self._rows.norm() ** 2
-        if self.ksp.getConvergedReason() < 0:
+        reason = self.ksp.getConvergedReason()
+        if reason < 0 and not (self.linear_solver == "cg" and reason == PETSc().KSP.ConvergedReason.DIVERGED_MAX_IT):
             return math.nan
         return predicted
 

@@ -106,3 +106,19 @@ def test_bad_configurations_are_named():
         LevenbergMarquardt([x], Objective(lambda: (x ** 2).sum()))
     with pytest.raises(ConfigurationError, match="linear_solver"):
         LevenbergMarquardt([x], Objective(residual=lambda: x), linear_solver="qr")
+
+
+def test_a_cg_solve_stopped_by_its_iteration_cap_still_gives_the_step():
+    """Two CG iterations do not solve the 5 x 5 normal equations, but they lower the model:
+    the truncated steps are taken (not rejected as failed solves) and reach the minimiser."""
+    x, A, b, xstar = linear_least_squares()
+    opt = LevenbergMarquardt([x], Objective(residual=lambda: A @ x - b), linear_solver="cg", damping=1e-12,
+                             progress=False, options={"ksp_max_it": 2})
+    for _ in range(5):
+        opt.step()
+        assert opt.ksp.getIterationNumber() == 2 and opt.last["accepted"] == 1.0
+    loss = torch.tensor(opt.history["loss"])
+    assert torch.all(loss[1:] < loss[:-1])
+    opt.solve(max_it=60)
+    assert torch.allclose(x.detach(), xstar, rtol=0, atol=1e-8)
+    opt.destroy()
