@@ -8,8 +8,10 @@ An MLP ResNet (a linear stem 64 -> width, residual blocks ``tanh(W x + b)`` with
 blocks (33 by default: 5, 9, 17, 33 over 4 levels) is trained by the recursive multilevel
 trust region (L-SR1 on every level) in the hybrid mode: the mini-batch starts at
 ``--batch`` samples and doubles when the loss stalls (``pnode.solvers.BatchGrowth``) up
-to the whole training set. The data are sharded over the ranks. Prints the training
-loss, train and test accuracy and the effective fine-level gradient evaluations; saves
+to the whole training set. ``--seed`` splits the data into training, validation and test
+sets (pixels standardised on the training set); the training data are sharded over the
+ranks. Prints the training loss, train and validation accuracy and the effective
+fine-level gradient evaluations while training, the test accuracy once at the end; saves
 the curves (OUT/rmtr_digits.png) and a resumable checkpoint (OUT/checkpoint.pt: solver,
 batch rule, cycle). Needs scikit-learn (``pip install -e '.[bench]'``).
 """
@@ -30,9 +32,27 @@ from pnode.solvers import RMTR, BatchGrowth, DepthHierarchy, HybridBatches, RMTR
 DT = torch.float64
 
 
-def digits_data(test_fraction: float = 0.2, seed: int = 0):
-    """scikit-learn's 8x8 digits (1797 samples), pixels scaled to [0, 1], split into a
-    training and a test set by a seeded permutation."""
+def shifted(x: torch.Tensor) -> torch.Tensor:
+    """The 8x8 images ``x`` (rows of 64 pixels) and their copies moved by one pixel up, down,
+    left and right (the pixels moved in are blank): 5 times as many rows."""
+    img = x.reshape(-1, 8, 8)
+    out = [img]
+    for dim in (1, 2):
+        for step in (1, -1):
+            moved = torch.roll(img, step, dims=dim)
+            moved.select(dim, 0 if step == 1 else 7).zero_()
+            out.append(moved)
+    return torch.cat(out).reshape(-1, 64)
+
+
+def digits_data(test_fraction: float = 0.2, val_fraction: float = 0.15, seed: int = 0, standardise: bool = True,
+                augment: bool = False):
+    """scikit-learn's 8x8 digits (1797 samples), pixels scaled to [0, 1], split by a seeded
+    permutation into training, validation (``val_fraction`` of what the test set leaves) and
+    test sets; ``augment`` adds the training images' one-pixel shifts (``shifted``) to the
+    training set only; ``standardise`` shifts and scales each pixel by the (augmented)
+    training set's mean and standard deviation (pixels constant on it are only shifted).
+    Returns ``[(x, y) for train, validation, test]``."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -40,8 +60,15 @@ def digits_data(test_fraction: float = 0.2, seed: int = 0):
     y = torch.tensor(d.target, dtype=torch.long)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_test = int(round(test_fraction * len(y)))
-    test, train = order[:n_test], order[n_test:]
-    return x[train], y[train], x[test], y[test]
+    n_val = int(round(val_fraction * (len(y) - n_test)))
+    sets = [(x[i], y[i]) for i in (order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test])]
+    if augment:
+        sets[0] = shifted(sets[0][0]), sets[0][1].repeat(5)
+    if standardise:
+        mean, std = sets[0][0].mean(0), sets[0][0].std(0)
+        scale = torch.where(std > 1e-8, std, torch.ones_like(std))
+        sets = [((xs - mean) / scale, ys) for xs, ys in sets]
+    return sets
 
 
 def penalty(model, weight_decay: float) -> torch.Tensor:
@@ -63,7 +90,7 @@ def plot(path: str, history, sizes, solver_history) -> None:
     fig, ax = plt.subplots(1, 3, figsize=(15, 4))
     ax[0].semilogy(solver_history["gradients"], solver_history["loss"])
     ax[0].set(xlabel="effective fine-level gradient evaluations", ylabel="loss on the step's batch", title="RMTR")
-    ax[1].plot(history["cycle"], [100 * a for a in history["test"]], label="test")
+    ax[1].plot(history["cycle"], [100 * a for a in history["val"]], label="validation")
     ax[1].plot(history["cycle"], [100 * a for a in history["train"]], label="train")
     ax[1].set(xlabel="cycle", ylabel="accuracy (%)", title="accuracy")
     ax[1].legend()
@@ -75,17 +102,23 @@ def plot(path: str, history, sizes, solver_history) -> None:
 
 def main(argv: list[str]) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="PETSc options go after the script's")
-    p.add_argument("--cycles", type=int, default=100)
+    p.add_argument("--cycles", type=int, default=120)
     p.add_argument("--levels", type=int, default=4)
     p.add_argument("--coarse-blocks", type=int, default=5)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--batch", type=int, default=180, help="initial mini-batch (grows to the training set)")
     p.add_argument("--cycle", choices=("V", "W"), default="V")
-    p.add_argument("--weight-decay", type=float, default=3e-3, help="L2 penalty weight_decay/2 ||theta||^2")
+    p.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty weight_decay/2 ||theta||^2")
     p.add_argument("--out", default="out/rmtr_digits")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--eval-every", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0, help="the train/test split, the initial weights and the batches")
+    p.add_argument("--seed", type=int, default=0, help="the data split, the initial weights and the batches")
+    p.add_argument("--val-fraction", type=float, default=0.15,
+                   help="share of the non-test data held out for validation")
+    p.add_argument("--no-standardise", dest="standardise", action="store_false",
+                   help="keep pixels in [0, 1] instead of standardising them on the training set")
+    p.add_argument("--shifts", dest="augment", action="store_true",
+                   help="train also on the training images' one-pixel shifts (5x the training set)")
     args, petsc_args = p.parse_known_args(argv[1:])
     comm = MPI.COMM_WORLD
     pnode.init([argv[0]] + petsc_args)
@@ -93,7 +126,8 @@ def main(argv: list[str]) -> dict:
     root = comm.Get_rank() == 0
     os.makedirs(args.out, exist_ok=True)
 
-    xtr, ytr, xte, yte = digits_data(seed=args.seed)
+    (xtr, ytr), (xva, yva), (xte, yte) = digits_data(val_fraction=args.val_fraction, seed=args.seed,
+                                                     standardise=args.standardise, augment=args.augment)
     torch.manual_seed(args.seed)
     models = mlp_resnet(64, args.width, 10, args.coarse_blocks, args.levels, horizon=2.0)
     fine = models[-1]
@@ -101,7 +135,7 @@ def main(argv: list[str]) -> dict:
     opt = RMTR(hierarchy, rmtr=RMTRSettings(cycle=args.cycle))
     growth = BatchGrowth(min(args.batch, len(ytr)), len(ytr), factor=2, patience=3, tol=0.01)
     batches = HybridBatches(len(ytr), growth, comm, seed=args.seed)
-    log = {"cycle": [], "loss": [], "gradients": [], "train": [], "test": []}
+    log = {"cycle": [], "loss": [], "gradients": [], "train": [], "val": []}
     ckpt = os.path.join(args.out, "checkpoint.pt")
     if args.resume and os.path.exists(ckpt):
         state = torch.load(ckpt, weights_only=True)
@@ -129,25 +163,28 @@ def main(argv: list[str]) -> dict:
         batches.record(loss)
         bar.set_postfix(loss=f"{loss:.3e}", batch=growth.size, refresh=False)
         if (cycle + 1) % args.eval_every == 0 or cycle + 1 == args.cycles:
-            train, test = accuracy(fine, xtr, ytr), accuracy(fine, xte, yte)
-            for key, value in zip(log, (cycle + 1, loss, opt.gradient_evaluations, train, test)):
+            train, val = accuracy(fine, xtr, ytr), accuracy(fine, xva, yva)
+            for key, value in zip(log, (cycle + 1, loss, opt.gradient_evaluations, train, val)):
                 log[key].append(value)
             if root:
                 tqdm.write(f"cycle {cycle + 1:4d}  batch {growth.size:4d}  loss {loss:.4e}  "
                            f"gradients {opt.gradient_evaluations:7.1f}  train {100 * train:.1f}%  "
-                           f"test {100 * test:.1f}%")
+                           f"validation {100 * val:.1f}%")
             state = {"rmtr": opt.state_dict(), "batches": batches.state_dict(), "cycle": cycle + 1, "log": log}
             if root:
                 torch.save(state, ckpt + ".tmp")
                 os.replace(ckpt + ".tmp", ckpt)
     test = accuracy(fine, xte, yte)
-    result = {"test_accuracy": test, "train_accuracy": accuracy(fine, xtr, ytr), "loss": opt.history["loss"][-1],
+    result = {"test_accuracy": test, "val_accuracy": accuracy(fine, xva, yva),
+              "train_accuracy": accuracy(fine, xtr, ytr),
+              "loss": opt.history["loss"][-1],
               "gradients": opt.gradient_evaluations, "blocks": len(fine.blocks), "cycles": opt.cycles}
     if root:
         fig = os.path.join(args.out, "rmtr_digits.png")
         plot(fig, log, growth.sizes, opt.history)
         print(f"{len(fine.blocks)} residual blocks over {args.levels} levels: test accuracy {100 * test:.2f}%, "
-              f"train {100 * result['train_accuracy']:.2f}%, loss {result['loss']:.4e}, "
+              f"validation {100 * result['val_accuracy']:.2f}%, train {100 * result['train_accuracy']:.2f}%, "
+              f"loss {result['loss']:.4e}, "
               f"{opt.gradient_evaluations:.0f} effective gradient evaluations, "
               f"{time.perf_counter() - tic:.1f} s; figure {fig}; checkpoint {ckpt}")
     opt.destroy()
