@@ -45,7 +45,7 @@ DEFAULTS = {"digits": {"levels": 4, "coarse_blocks": 5, "width": 16, "tr_iterati
 
 def digits_problem(levels: int, coarse_blocks: int, width: int, weight_decay: float = 1e-3):
     """The example's network and loss (cross entropy plus its L2 penalty) on the whole
-    training set (the split of the table in docs/benchmarks.md: 1437 training images, no
+    training set (the split of the table in docs/benchmarks.md: 1438 training images, no
     validation set, pixels in [0, 1])."""
     from rmtr_digits import digits_data, penalty
 
