@@ -139,6 +139,9 @@ def main(argv: list[str]) -> dict:
     ckpt = os.path.join(args.out, "checkpoint.pt")
     if args.resume and os.path.exists(ckpt):
         state = torch.load(ckpt, weights_only=True)
+        if set(state["log"]) != set(log):
+            raise SystemExit(f"{ckpt} was written by an earlier version of this example (its log has "
+                             f"{sorted(state['log'])}, not {sorted(log)}); start without --resume")
         opt.load_state_dict(state["rmtr"])
         batches.load_state_dict(state["batches"])
         log = state["log"]
