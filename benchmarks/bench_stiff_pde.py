@@ -1,7 +1,7 @@
 """A stiff reaction-diffusion PDE at scale: pnode (ARKIMEX, coloured sparse Jacobian, a PETSc
 preconditioner) against scipy's BDF given the Jacobian's sparsity, at equal accuracy.
 
-    nice python benchmarks/bench_stiff_pde.py [--n 182] [--t-end 1.0] [--ranks 2]
+    nice python benchmarks/bench_stiff_pde.py [--n 182] [--t-end 1.0] [--ranks 2] [--gradient-error]
 
 Problem: the 2-D Brusselator with a learned reaction term on the periodic unit square,
 ``N x N`` points, 2 species (``2 N^2`` unknowns: 66,248 for ``N = 182``)::
@@ -21,7 +21,8 @@ sparse LU) on the same right-hand side in numpy. pnode's GMRES stops at ``--ksp-
 error against it too, so both sides are measured alike. Then one gradient (forward +
 TSAdjoint) of ``|y(T)|^2 / (2 N^2)`` with respect to ``u0`` and the MLP's parameters, and the same
 pnode solve on ``--ranks`` MPI ranks (``mpiexec``; the 1-rank figure is the same command
-with ``-n 1``).
+with ``-n 1``). ``--gradient-error`` also compares the gradient, at ``--ksp-rtol`` and at
+GMRES ``1e-12``, with the gradient of ARKIMEX 5 at ``rtol = 1e-9`` (GMRES ``1e-12``).
 
 diffrax's (and any dense) Newton matrix does not fit at this size: ``n^2`` float64 values,
 ``66,248^2 * 8`` bytes = 35 GB (65,536^2: 34 GB).
@@ -146,6 +147,7 @@ def pnode_solve(n: int, t_end: float, rtol: float, atol: float, tableau: str, co
             grads = torch.autograd.grad(local, params)
             result["gradient_s"], result["gradient_cpu"] = clock.wall(), clock.cpu()
             result["gradient_norm"] = float(torch.cat([g.reshape(-1) for g in grads[1:]]).norm())
+            result["gradient"] = (prob.gather(grads[0]), torch.cat([g.reshape(-1) for g in grads[1:]]))
         return result
     finally:
         prob.destroy()
@@ -178,6 +180,19 @@ def error(state: torch.Tensor, ref: torch.Tensor) -> float:
     return float((state - ref).abs().max() / ref.abs().max())
 
 
+def gradient_errors(n: int, t_end: float, args) -> list[tuple[str, float, float]]:
+    """Relative 2-norm errors of the gradient (with respect to ``u0`` and to the MLP's
+    parameters) of the benchmark's configuration, and of the same at GMRES ``1e-12``, against
+    the gradient of ARKIMEX 5 at ``rtol = 1e-9`` with GMRES to ``1e-12`` (the reference)."""
+    ref = pnode_solve(n, t_end, 1e-9, 1e-11, "5", gradient=True)["gradient"]
+    rows = []
+    for ksp in (args.ksp_rtol, 1e-12):
+        got = pnode_solve(n, t_end, args.rtol, args.atol, "4", gradient=True, options={"ksp_rtol": ksp})["gradient"]
+        rows.append((f"ARKIMEX 4, rtol {args.rtol:g}, ksp_rtol {ksp:g}",
+                     *(float((g - r).norm() / r.norm()) for g, r in zip(got, ref))))
+    return rows
+
+
 def worker(args) -> None:
     """One pnode solve and gradient on COMM_WORLD (run under mpiexec by the main script)."""
     from mpi4py import MPI
@@ -208,6 +223,8 @@ def main() -> None:
     parser.add_argument("--scipy-rtol", type=float, default=1e-5)
     parser.add_argument("--ksp-rtol", type=float, default=1e-6, help="pnode's GMRES tolerance (forward and adjoint)")
     parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--gradient-error", action="store_true",
+                        help="also measure the gradient's error against a tight reference (two more gradients)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.atol = args.atol if args.atol is not None else args.rtol / 100
@@ -240,6 +257,10 @@ def main() -> None:
     print(f"one gradient (forward + TSAdjoint, {sum(p.numel() for p in mlp().parameters())} parameters + u0): "
           f"{pn['gradient_s']:.2f} s wall, {pn['gradient_cpu']:.2f} s CPU = {pn['gradient_cpu'] / sc['cpu']:.2f} "
           "scipy forward solves (scipy has no adjoint)")
+    if args.gradient_error:
+        print("\n| gradient of | rel. error, d/du0 | rel. error, d/dparameters |\n|---|---|---|")
+        for name, du0, dparams in gradient_errors(n, args.t_end, args):
+            print(f"| {name} | {du0:.2e} | {dparams:.2e} |")
     if args.ranks > 1:
         one, many = ranks_run(args, 1), ranks_run(args, args.ranks)
         print(f"\npnode under mpiexec (wall s): -n 1 forward {one['forward_s']:.2f}, gradient {one['gradient_s']:.2f}; "
