@@ -401,7 +401,7 @@ class Integrator:
         trajectory, the stage graphs kept for the adjoint (``stage_graphs``, and
         ``stage_graph_bytes`` each when a cap made pnode measure them)."""
         stats = {**self.last_stats, "ts_type": self.ts.getType(), "method": self.method.name,
-                 "ts_subtype": _subtype(self.ts), "jacobian": self.setup.jacobian}
+                 "ts_subtype": _subtype(self.ts, self.method), "jacobian": self.setup.jacobian}
         if self.tape is not None:
             stats.update(stage_graphs=len(self.tape.entries), stage_graph_bytes=self.tape.entry_bytes)
         return stats
@@ -492,6 +492,7 @@ _LAG_OPTIONS = ("snes_lag_jacobian", "snes_lag_preconditioner",
 # span and step (fixed steps) or starts small and grows (adaptive); a large finite value
 # would make it allocate a stack of that many entries up front.
 _UNLIMITED_STEPS = int(np.iinfo(np.int32).max)
+_ROSW_DEFAULT = "ra34pw2"  # TSROSW's default tableau (PETSc 3.26)
 
 
 def _positive(options: ScopedOptions, names: tuple[str, ...], kind=float):
@@ -519,9 +520,13 @@ def _max_steps_option(options: ScopedOptions) -> int:
     return _UNLIMITED_STEPS if value is None else value
 
 
-def _subtype(ts) -> str | None:
-    getter = {"rk": "getRKType", "arkimex": "getARKIMEXType", "rosw": "getRosWType"}.get(ts.getType())
-    return getattr(ts, getter)() if getter else None
+def _subtype(ts, method) -> str | None:
+    """The tableau that ran. petsc4py has no getter for TSROSW's type: that one is the
+    type pnode set (``ts_rosw_type`` of the options or command line), else PETSc's default."""
+    getter = {"rk": "getRKType", "arkimex": "getARKIMEXType"}.get(ts.getType())
+    if getter:
+        return getattr(ts, getter)()
+    return method.options.get("ts_rosw_type", _ROSW_DEFAULT) if ts.getType() == "rosw" else None
 
 
 def _close(a: float, b: float) -> bool:

@@ -164,3 +164,17 @@ def test_forward_only_stiff_integrators(method):
     with pytest.raises(pnode.ConfigurationError, match=r"no discrete adjoint.*rk, beuler, cn, theta, arkimex"):
         pnode.odeint_adjoint(rober, y0.clone().requires_grad_(True), t, method=method)
     assert np.isfinite(out.numpy()).all()
+
+
+@pytest.mark.parametrize("options, tableau", [({}, "ra34pw2"), ({"ts_rosw_type": "rodas3"}, "rodas3")])
+def test_rosw_stats_name_the_tableau_that_ran(options, tableau):
+    """petsc4py has no TSROSW type getter: stats report the tableau pnode set (or PETSc's
+    default), and the solve's counts: one Jacobian per step and no Newton iteration beyond
+    one linear solve per stage."""
+    ode = pnode.NeuralODE(rober, method="rosw", rtol=1e-6, atol=1e-10, options=options)
+    with torch.no_grad():
+        out = ode(torch.tensor(ROBER_Y0, dtype=DT), torch.tensor([0.0, 1e3], dtype=DT))
+    stats = ode.stats
+    assert stats["ts_type"] == "rosw" and stats["ts_subtype"] == tableau
+    assert _rober_error(out[-1], 1e3) < 1e-3
+    assert stats["jacobian_evaluations"] == stats["steps"] + stats["rejected"]
