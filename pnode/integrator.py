@@ -179,6 +179,7 @@ class Integrator:
             self._options.apply(self.ts, force=self._force, until_solved=self.implicit is not None)
         if self.newton is not None and self.newton.test == "wrms":
             self.ts.getSNES().setConvergenceTest(self.guard.wrap(self.newton.converged))
+        self._ksp_tolerances = self.ts.getSNES().getKSP().getTolerances() if self.implicit is not None else None
 
     def _fresh_trajectory(self) -> None:
         """A forward solve needs an empty trajectory; one left by a forward solve that was
@@ -451,6 +452,23 @@ class Integrator:
             with self._options.applied():
                 snes.setFromOptions()
 
+    @contextmanager
+    def _configured_ksp_tolerances(self) -> Iterator[None]:
+        """The adjoint's linear solves at the KSP tolerances the options set. Eisenstat-Walker
+        (``snes_ksp_ew``) sets the KSP's ``rtol`` before every KSP solve from the state of the
+        last Newton solve, and PETSc's implicit adjoints solve with that KSP: EW is switched
+        off for the adjoint (and back on after it)."""
+        snes = self.ts.getSNES() if self._ksp_tolerances is not None else None
+        if snes is None or not snes.getUseEW():
+            yield
+            return
+        snes.setUseEW(False)
+        snes.getKSP().setTolerances(*self._ksp_tolerances)
+        try:
+            yield
+        finally:
+            snes.setUseEW(True)
+
     def adjoint_steps(self, nsteps: int) -> None:
         """TSAdjointSolve over the last ``nsteps`` steps not yet reversed. Steps that PETSc
         recomputes (solution-only trajectories) record their stage graphs on the way."""
@@ -459,7 +477,7 @@ class Integrator:
             tape.recording = True
             tape.max_bytes = None
         exact = self.newton.exact_jacobians() if self.newton is not None else nullcontext()
-        with self._fresh_jacobians(), exact:
+        with self._fresh_jacobians(), self._configured_ksp_tolerances(), exact:
             try:
                 self.ts.adjointSetSteps(nsteps)
                 self._run(self.ts.adjointSolve)
