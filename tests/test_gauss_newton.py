@@ -122,3 +122,15 @@ def test_a_cg_solve_stopped_by_its_iteration_cap_still_gives_the_step():
     opt.solve(max_it=60)
     assert torch.allclose(x.detach(), xstar, rtol=0, atol=1e-8)
     opt.destroy()
+
+
+def test_gram_is_the_symmetric_normal_matrix():
+    """``gram(J)`` (NumPy's syrk on the CPU) equals ``J^T J`` to rounding and is exactly
+    symmetric, also for rows that are not contiguous."""
+    from pnode.solvers.gauss_newton import gram
+
+    J = torch.randn(300, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for rows in (J, J[::2], J.T.contiguous().T):
+        got, want = gram(rows), rows.T @ rows
+        assert torch.equal(got, got.T)
+        assert (got - want).abs().max() <= 1e-12 * want.abs().max()
