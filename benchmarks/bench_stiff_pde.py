@@ -13,16 +13,19 @@ Problem: the 2-D Brusselator with a learned reaction term on the periodic unit s
 ``-8 alpha N^2 = -2650``: explicit steps would be below 1e-3), ``R`` a pointwise 2-16-2
 tanh MLP (82 parameters, seed 0). pnode: a :class:`pnode.distributed.DMDAProblem` solved
 fully implicitly by adaptive ARKIMEX 4 (``jacobian="coloured"``: ``dg/du`` assembled in an
-AIJ matrix from 10 VJPs (5 colours x 2 species), GMRES with block Jacobi / ILU(0)); scipy:
+AIJ matrix from 10 VJPs (5 colours x 2 species), GMRES with block Jacobi / ILU(k), ``k =
+--ilu-levels``, 2 by default; the forward Newton steps' GMRES stops at ``--ksp-rtol``, 1e-2
+by default (inexact Newton), or by Eisenstat-Walker's rule with ``--ew``, its forcing term
+capped at ``--ew-rtolmax``; the adjoint's at ``--adjoint-ksp-rtol``, 1e-6); scipy:
 ``solve_ivp(method="BDF", jac_sparsity=...)`` (its Jacobian by grouped finite differences,
-sparse LU) on the same right-hand side in numpy. pnode's GMRES stops at ``--ksp-rtol``
-(1e-6 by default, forward and adjoint; pnode's own default is 1e-12). Errors: relative max-norm of the state at
+sparse LU) on the same right-hand side in numpy (pnode's own default GMRES tolerance is
+1e-12, forward and adjoint). Errors: relative max-norm of the state at
 ``t_end`` against pnode ARKIMEX 5 at ``rtol = 1e-9`` (the reference, GMRES to 1e-12), and scipy's BDF
 error against it too, so both sides are measured alike. Then one gradient (forward +
 TSAdjoint) of ``|y(T)|^2 / (2 N^2)`` with respect to ``u0`` and the MLP's parameters, and the same
 pnode solve on ``--ranks`` MPI ranks (``mpiexec``; the 1-rank figure is the same command
-with ``-n 1``). ``--gradient-error`` also compares the gradient, at ``--ksp-rtol`` and at
-GMRES ``1e-12``, with the gradient of ARKIMEX 5 at ``rtol = 1e-9`` (GMRES ``1e-12``).
+with ``-n 1``). ``--gradient-error`` also compares the gradient, with the adjoint's GMRES at
+``--adjoint-ksp-rtol`` and at ``1e-12``, with the gradient of ARKIMEX 5 at ``rtol = 1e-9`` (GMRES ``1e-12``).
 
 diffrax's (and any dense) Newton matrix does not fit at this size: ``n^2`` float64 values,
 ``66,248^2 * 8`` bytes = 35 GB (65,536^2: 34 GB).
@@ -179,21 +182,33 @@ def error(state: torch.Tensor, ref: torch.Tensor) -> float:
     return float((state - ref).abs().max() / ref.abs().max())
 
 
+def solver_options(args, ksp_rtol: float | None = None) -> dict:
+    """pnode's linear-solver options of the benchmark's solve."""
+    opts = {"ksp_rtol": args.ksp_rtol, "sub_pc_factor_levels": args.ilu_levels,
+            "adjoint_ksp_rtol": args.adjoint_ksp_rtol if ksp_rtol is None else ksp_rtol}
+    return {**opts, "snes_ksp_ew": True, "snes_ksp_ew_rtolmax": args.ew_rtolmax} if args.ew else opts
+
+
+def solver_label(args) -> str:
+    forward = f"EW (rtolmax {args.ew_rtolmax:g})" if args.ew else f"ksp_rtol {args.ksp_rtol:g}"
+    return f"bjacobi/ILU({args.ilu_levels}), forward {forward}"
+
+
 def gradient_errors(n: int, args, measured: tuple, ref: tuple) -> list[tuple[str, float, float]]:
     """Relative 2-norm errors of the gradients ``(d/du0, d/dparameters)``: ``measured`` (the
-    benchmark's solve, GMRES to ``--ksp-rtol``) and the same solve with GMRES to ``1e-12``,
+    benchmark's solve, the adjoint's GMRES to ``--adjoint-ksp-rtol``) and the same with ``1e-12``,
     against ``ref`` (ARKIMEX 5 at ``rtol = 1e-9``, GMRES to ``1e-12``)."""
-    tight = pnode_solve(n, args.t_end, args.rtol, args.atol, "4", gradient=True, options={"ksp_rtol": 1e-12})
-    return [(f"ARKIMEX 4, rtol {args.rtol:g}, ksp_rtol {ksp:g}",
+    tight = pnode_solve(n, args.t_end, args.rtol, args.atol, "4", gradient=True, options=solver_options(args, 1e-12))
+    return [(f"ARKIMEX 4, rtol {args.rtol:g}, {solver_label(args)}, adjoint ksp_rtol {ksp:g}",
              *(float((g - r).norm() / r.norm()) for g, r in zip(got, ref)))
-            for ksp, got in ((args.ksp_rtol, measured), (1e-12, tight["gradient"]))]
+            for ksp, got in ((args.adjoint_ksp_rtol, measured), (1e-12, tight["gradient"]))]
 
 
 def worker(args) -> None:
     """One pnode solve and gradient on COMM_WORLD (run under mpiexec by the main script)."""
     from mpi4py import MPI
 
-    options = {"ksp_rtol": args.ksp_rtol}
+    options = solver_options(args)
     pnode_solve(args.n, args.t_end / 100, args.rtol, args.atol, "4", MPI.COMM_WORLD, options=options)  # warm-up
     res = pnode_solve(args.n, args.t_end, args.rtol, args.atol, "4", MPI.COMM_WORLD, gradient=True, options=options)
     if MPI.COMM_WORLD.Get_rank() == 0:
@@ -204,7 +219,9 @@ def worker(args) -> None:
 def ranks_run(args, ranks: int) -> dict:
     cmd = ["mpiexec", "-n", str(ranks), sys.executable, __file__, "--worker", "--n", str(args.n),
            "--t-end", str(args.t_end), "--rtol", str(args.rtol), "--atol", str(args.atol), "--ksp-rtol",
-           str(args.ksp_rtol)]
+           str(args.ksp_rtol), "--adjoint-ksp-rtol", str(args.adjoint_ksp_rtol), "--ilu-levels",
+           str(args.ilu_levels), "--ew-rtolmax", str(args.ew_rtolmax)]
+    cmd += ["--ew"] if args.ew else []
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -217,7 +234,13 @@ def main() -> None:
     parser.add_argument("--rtol", type=float, default=1e-5, help="pnode's tolerance (rtol; atol = rtol / 100)")
     parser.add_argument("--atol", type=float, default=None)
     parser.add_argument("--scipy-rtol", type=float, default=1e-5)
-    parser.add_argument("--ksp-rtol", type=float, default=1e-6, help="pnode's GMRES tolerance (forward and adjoint)")
+    parser.add_argument("--ksp-rtol", type=float, default=1e-2, help="the forward Newton steps' GMRES tolerance")
+    parser.add_argument("--adjoint-ksp-rtol", type=float, default=1e-6, help="the adjoint's GMRES tolerance")
+    parser.add_argument("--ilu-levels", type=int, default=2, help="fill levels of block Jacobi's ILU blocks")
+    parser.add_argument("--ew", action="store_true",
+                        help="forward Newton steps' GMRES by Eisenstat-Walker's rule (snes_ksp_ew), not --ksp-rtol")
+    parser.add_argument("--ew-rtolmax", type=float, default=0.1,
+                        help="with --ew: the largest forcing term (snes_ksp_ew_rtolmax; PETSc's default 0.9)")
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--gradient-error", action="store_true",
                         help="also measure the gradient's error against a tight reference (two more gradients)")
@@ -237,10 +260,10 @@ def main() -> None:
     ref = pnode_solve(n, args.t_end, 1e-9, 1e-11, "5", gradient=args.gradient_error)  # GMRES to 1e-12 (the default)
     print(f"reference: pnode ARKIMEX 5, rtol 1e-9, atol 1e-11: {ref['forward_s']:.1f} s, {ref['stats']['steps']} steps")
     sc = scipy_solve(n, args.t_end, args.scipy_rtol, args.scipy_rtol / 100)
-    pn = pnode_solve(n, args.t_end, args.rtol, args.atol, "4", gradient=True, options={"ksp_rtol": args.ksp_rtol})
+    pn = pnode_solve(n, args.t_end, args.rtol, args.atol, "4", gradient=True, options=solver_options(args))
     rows = [("scipy BDF, jac_sparsity", args.scipy_rtol, sc["seconds"], sc["cpu"], error(sc["state"], ref["state"]),
              f"{sc['steps']} steps, {sc['rhs']} f, {sc['jacobians']} Jacobians, {sc['lu']} LU"),
-            (f"pnode ARKIMEX 4, coloured, bjacobi/ILU(0), ksp_rtol {args.ksp_rtol:g}", args.rtol,
+            (f"pnode ARKIMEX 4, coloured, {solver_label(args)}", args.rtol,
              pn["forward_s"], pn["forward_cpu"], error(pn["state"], ref["state"]),
              f"{pn['stats']['steps']} steps (+{pn['stats']['rejected']} rejected), "
              f"{pn['stats']['newton_iterations']} Newton, {pn['stats']['krylov_iterations']} KSP, "

@@ -159,6 +159,7 @@ class Integrator:
         self._max_steps = _max_steps_option(setup.options)
         self.adaptive = not replay and self._options.get("ts_adapt_type") != "none"
         self._min_step_option = _positive(self._options, ("ts_adapt_dt_min",))
+        self._adjoint_rtol = _positive(self._options, ("adjoint_ksp_rtol",)) if self.implicit is not None else None
         self._min_step = 0.0
         self._finite = FiniteWatch()
         self._collective = self.comm.getSize() > 1
@@ -453,21 +454,30 @@ class Integrator:
                 snes.setFromOptions()
 
     @contextmanager
-    def _configured_ksp_tolerances(self) -> Iterator[None]:
-        """The adjoint's linear solves at the KSP tolerances the options set. Eisenstat-Walker
-        (``snes_ksp_ew``) sets the KSP's ``rtol`` before every KSP solve from the state of the
-        last Newton solve, and PETSc's implicit adjoints solve with that KSP: EW is switched
-        off for the adjoint (and back on after it)."""
+    def _adjoint_ksp_tolerances(self) -> Iterator[None]:
+        """The adjoint's linear solves at ``adjoint_ksp_rtol`` (a pnode option), else at the
+        KSP tolerances the options set, and the forward's tolerances back after it.
+
+        Eisenstat-Walker (``snes_ksp_ew``) sets the KSP's ``rtol`` before every KSP solve
+        from the state of the last Newton solve, and PETSc's implicit adjoints solve with
+        that KSP: EW is switched off for the adjoint (and back on after it)."""
         snes = self.ts.getSNES() if self._ksp_tolerances is not None else None
-        if snes is None or not snes.getUseEW():
+        ew = snes is not None and snes.getUseEW()
+        if not ew and self._adjoint_rtol is None:
             yield
             return
-        snes.setUseEW(False)
-        snes.getKSP().setTolerances(*self._ksp_tolerances)
+        ksp = snes.getKSP()
+        forward = ksp.getTolerances()
+        rtol, atol, divtol, max_it = self._ksp_tolerances
+        if ew:
+            snes.setUseEW(False)
+        ksp.setTolerances(rtol if self._adjoint_rtol is None else self._adjoint_rtol, atol, divtol, max_it)
         try:
             yield
         finally:
-            snes.setUseEW(True)
+            ksp.setTolerances(*forward)
+            if ew:
+                snes.setUseEW(True)
 
     def adjoint_steps(self, nsteps: int) -> None:
         """TSAdjointSolve over the last ``nsteps`` steps not yet reversed. Steps that PETSc
@@ -477,7 +487,7 @@ class Integrator:
             tape.recording = True
             tape.max_bytes = None
         exact = self.newton.exact_jacobians() if self.newton is not None else nullcontext()
-        with self._fresh_jacobians(), self._configured_ksp_tolerances(), exact:
+        with self._fresh_jacobians(), self._adjoint_ksp_tolerances(), exact:
             try:
                 self.ts.adjointSetSteps(nsteps)
                 self._run(self.ts.adjointSolve)

@@ -33,6 +33,10 @@ _counter = itertools.count()
 # long training loops (measured with repeated setFromOptions under new prefixes)
 _released: list[str] = []
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+#: options of the dict (and command line, under the prefix) that pnode reads itself: PETSc
+#: has none of these names, so they do not warn as unread
+PNODE_OPTIONS = frozenset({"adjoint_ksp_rtol"})
 _python_types_allowed = False
 # endings of option names that take a value (None, a bare flag, would be ignored by PETSc)
 _VALUED = ("_type", "_it", "_its", "_steps", "_max", "_min", "rtol", "atol", "_tol", "time_step", "_dt",
@@ -176,6 +180,7 @@ class ScopedOptions:
                 raise self._rejected(petsc_object, force) from exc
             db = P.Options()
             unread = [key for key in from_dict if key in self._user_keys() and key not in self._warned
+                      and key not in PNODE_OPTIONS
                       and key not in self._read_late and not db.used(self.prefix + key)]
         if until_solved:
             self._pending.update(unread)

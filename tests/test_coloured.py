@@ -3,6 +3,8 @@ entries against autograd, gradients against the other kinds, preconditioned Kryl
 bad inputs. Multi-rank counterparts: tests/mpi/test_coloured_mpi.py."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -94,6 +96,24 @@ def test_eisenstat_walker_forward_keeps_the_adjoint_exact():
     assert abs(float(local.detach()) - ref[0]) < 1e-10 * abs(ref[0])
     assert rel_error(grads[0], ref[1]) < 1e-9
     assert max(rel_error(a, b) for a, b in zip(grads[1:], ref[2])) < 1e-9
+
+
+def test_adjoint_ksp_rtol_sets_the_adjoint_solves_apart():
+    """``adjoint_ksp_rtol`` (read by pnode, no unread-option warning): inexact forward
+    Newton steps at ``ksp_rtol`` 1e-2 with the adjoint's solves at 1e-12 give the gradients
+    of the tight solve (the forward's error stays within the Newton tolerance); without it
+    the adjoint solves at 1e-2 too and the gradients are visibly off."""
+    kw = dict(step_size=0.025)
+    ref = gradient_case(SELF, "coloured", "beuler", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pnode.PnodeWarning)
+        split = gradient_case(SELF, "coloured", "beuler", options={"ksp_rtol": 1e-2, "adjoint_ksp_rtol": 1e-12}, **kw)
+    loose = gradient_case(SELF, "coloured", "beuler", options={"ksp_rtol": 1e-2}, **kw)
+    assert split[3]["krylov_iterations"] < 0.5 * ref[3]["krylov_iterations"]
+    assert abs(split[0] - ref[0]) < 1e-10 * abs(ref[0])
+    assert rel_error(split[1], ref[1]) < 1e-8
+    assert max(rel_error(a, b) for a, b in zip(split[2], ref[2])) < 1e-8
+    assert rel_error(loose[1], ref[1]) > 1e-6
 
 
 def test_preconditioned_krylov_beats_unpreconditioned_gmres():
