@@ -13,6 +13,12 @@ pnode.solvers.unrolling.Trainer on a fresh batch per step, at the rates lr, lr/5
   batches of --batch-matrix, lr --lr-matrix.
 * LISTA-CPSS from ALISTA (method cpss-alista): W_k = gamma_k W and the thresholds of the
   trained ALISTA, then --steps-cpss end-to-end steps at lr 1e-5 and 2e-6.
+* TiLISTA with support selection (tilista-ss: the tied LISTA-CPSS of Liu et al.'s ALISTA
+  paper), trained like the networks with learned matrices.
+* ALISTA without support selection (alista-plain, trained like ALISTA) and the networks
+  without support selection started from it (cp-alista, tilista-alista): LISTA-CP's
+  W_k = gamma_k W, TiLISTA's W and gamma_k, with its thresholds; then --steps-cpss
+  end-to-end steps at lr 1e-5 and 2e-6, as LISTA-CPSS from ALISTA.
 
 --methods picks the methods; their curves are merged into nmse_<case>.json in --out
 (with the settings each was trained with), so methods can be trained in separate runs.
@@ -37,15 +43,22 @@ import torch
 
 from pnode.solvers.unrolling import (ALISTA, LISTA, LISTACP, LISTACPSS, TiLISTA, Trainer, Unrolled,
                                      analytic_weight, bernoulli_gaussian, gaussian_dictionary, measurements,
-                                     nmse_db)
+                                     nmse_db, support_schedule)
 
 M, N, LAYERS, P_NONZERO = 250, 500, 16, 0.1
-METHODS = ("ista", "fista", "alista", "cpss-alista", "cpss", "cp", "lista", "tilista")
+METHODS = ("ista", "fista", "alista", "cpss-alista", "cpss", "cp", "lista", "tilista", "tilista-ss", "alista-plain",
+           "cp-alista", "tilista-alista")
 LABELS = {"ista": "ISTA", "fista": "FISTA", "alista": "ALISTA", "cpss-alista": "LISTA-CPSS (from ALISTA)",
-          "cpss": "LISTA-CPSS", "cp": "LISTA-CP", "lista": "LISTA (tied)", "tilista": "TiLISTA"}
+          "cpss": "LISTA-CPSS", "cp": "LISTA-CP", "lista": "LISTA (tied)", "tilista": "TiLISTA",
+          "tilista-ss": "TiLISTA (support sel.)", "alista-plain": "ALISTA (no support sel.)",
+          "cp-alista": "LISTA-CP (from ALISTA)", "tilista-alista": "TiLISTA (from ALISTA)"}
 MATRIX_NETS = {"cpss": lambda A: LISTACPSS(A, LAYERS), "cp": lambda A: LISTACP(A, LAYERS),
-               "lista": lambda A: LISTA(A, LAYERS, tied=True), "tilista": lambda A: TiLISTA(A, LAYERS)}
-SEEDS = {"alista": 10, "cpss-alista": 11, "cp": 12, "lista": 12, "cpss": 13, "tilista": 14}
+               "lista": lambda A: LISTA(A, LAYERS, tied=True), "tilista": lambda A: TiLISTA(A, LAYERS),
+               "tilista-ss": lambda A: TiLISTA(A, LAYERS, support=support_schedule(LAYERS))}
+SEEDS = {"alista": 10, "cpss-alista": 11, "cp": 12, "lista": 12, "cpss": 13, "tilista": 14, "alista-plain": 15,
+         "cp-alista": 16, "tilista-alista": 17, "tilista-ss": 19}
+FROM_PLAIN = ("cp-alista", "tilista-alista")  # started from alista-plain
+WARM = dict(batch=128, lr=1e-5, decays=(1.0, 0.2))  # the fine-tuning of the networks started from ALISTA
 
 
 def sampler(A, snr):
@@ -69,14 +82,28 @@ def train(method, net, sample, args, case, until=None, **kwargs):
     return trainer.history.last("seconds", 0.0), trainer.step
 
 
-def trained_alista(A, sample, args, case, record):
+def trained_alista(A, sample, args, case, record, method="alista"):
     t0 = time.perf_counter()
     W = analytic_weight(A)
     record["ALISTA W (KSP) s"] = time.perf_counter() - t0
-    alista = ALISTA(A, W, LAYERS)
+    alista = ALISTA(A, W, LAYERS, support_selection=method == "alista")
     settings = dict(steps=args.steps, batch=128, lr=1e-2)
-    seconds, steps = train("alista", alista, sample, args, case, **settings)
+    seconds, steps = train(method, alista, sample, args, case, **settings)
     return alista, W, seconds, steps, settings
+
+
+def from_plain_alista(method, A, alista, W):
+    """A network without support selection that starts as the trained ``alista``."""
+    gamma, theta = alista.gamma.value.detach(), alista.theta.value.detach()
+    net = LISTACP(A, LAYERS) if method == "cp-alista" else TiLISTA(A, LAYERS)
+    with torch.no_grad():
+        net.theta.value.copy_(theta)
+        if method == "cp-alista":
+            net.W.copy_(gamma.view(-1, 1, 1) * W.unsqueeze(0))
+        else:
+            net.W.copy_(W)
+            net.gamma.value.copy_(gamma)
+    return net
 
 
 def run_case(snr, args, methods):
@@ -102,11 +129,25 @@ def run_case(snr, args, methods):
             with torch.no_grad():
                 cpss.W.copy_(alista.gamma.value.view(-1, 1, 1) * W.unsqueeze(0))
                 cpss.theta.value.copy_(alista.theta.value)
-            settings = dict(steps=args.steps_cpss, batch=128, lr=1e-5, decays=(1.0, 0.2))
+            settings = dict(steps=args.steps_cpss, **WARM)
             seconds, steps = train("cpss-alista", cpss, sample, args, case, layerwise=False, **settings)
             results["cpss-alista"] = {"curve": per_layer(cpss, y_test, x_test), "seconds": seconds,
                 "trained_steps": steps, "schedule": "end-to-end from the trained ALISTA (seconds: its own)",
                 "dtype": args.dtype, **settings}
+    if any(m in methods for m in ("alista-plain",) + FROM_PLAIN):
+        plain, W, seconds, steps, settings = trained_alista(A, sample, args, case, extra, "alista-plain")
+        results["alista-plain"] = {"curve": per_layer(plain, y_test, x_test), "seconds": seconds,
+                                   "trained_steps": steps, "schedule": "layerwise", "dtype": args.dtype, **settings}
+        for method in FROM_PLAIN:
+            if method in methods:
+                net = from_plain_alista(method, A, plain, W)
+                start = per_layer(net, y_test, x_test)
+                seconds, steps = train(method, net, sample, args, case, until=args.until, layerwise=False,
+                                       steps=args.steps_cpss, **WARM)
+                results[method] = {"curve": per_layer(net, y_test, x_test), "start": start, "seconds": seconds,
+                                   "trained_steps": steps, "dtype": args.dtype, "steps": args.steps_cpss,
+                                   "schedule": "end-to-end from the trained ALISTA without support selection "
+                                               "(seconds: its own)", **WARM}
     for method, make in MATRIX_NETS.items():
         if method in methods:
             net = make(A)
@@ -164,7 +205,7 @@ def main():
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
     parser.add_argument("--steps", type=int, default=50, help="ALISTA's steps per learning rate and stage")
     parser.add_argument("--steps-cpss", type=int, default=50,
-                        help="LISTA-CPSS-from-ALISTA's end-to-end steps per learning rate (two rates)")
+                        help="end-to-end steps per learning rate (two rates) of the networks started from ALISTA")
     parser.add_argument("--steps-matrix", type=int, default=10,
                         help="steps per learning rate (and stage, if layer-wise) of the networks with matrices")
     parser.add_argument("--schedule-matrix", choices=("layerwise", "end-to-end"), default="layerwise")
