@@ -187,7 +187,9 @@ def odeint(func: Callable, y0: torch.Tensor, t: torch.Tensor, *, method: str | N
 
     ``options`` go to PETSc's options database under the object's prefix, like a command
     line: they are code (a ``*_python_type`` imports a class, a monitor writes a file) and
-    are rejected when they name Python types (see :mod:`pnode.options`).
+    are rejected when they name Python types (see :mod:`pnode.options`). One key is
+    pnode's own: ``adjoint_ksp_rtol``, the adjoint's linear tolerance of implicit methods
+    (default: the forward's ``ksp_rtol``; docs/implicit.md).
     """
     cfg = _Config(func, method, rtol, atol, step_size, options, options_prefix, comm, implicit, mass, jacobian,
                   newton, jac)
