@@ -14,7 +14,8 @@ Problem: the 2-D Brusselator with a learned reaction term on the periodic unit s
 tanh MLP (82 parameters, seed 0). pnode: a :class:`pnode.distributed.DMDAProblem` solved
 fully implicitly by adaptive ARKIMEX 4 (``jacobian="coloured"``: ``dg/du`` assembled in an
 AIJ matrix from 10 VJPs (5 colours x 2 species), GMRES with block Jacobi / ILU(k), ``k =
---ilu-levels``, 2 by default; the forward Newton steps' GMRES stops at ``--ksp-rtol``, 1e-2
+--ilu-levels``, 2 by default (``--asm-overlap m``: additive Schwarz with overlap ``m``, whose
+blocks weaken less with the rank count); the forward Newton steps' GMRES stops at ``--ksp-rtol``, 1e-2
 by default (inexact Newton), or by Eisenstat-Walker's rule with ``--ew``, its forcing term
 capped at ``--ew-rtolmax``; the adjoint's at ``--adjoint-ksp-rtol``, 1e-6); scipy:
 ``solve_ivp(method="BDF", jac_sparsity=...)`` (its Jacobian by grouped finite differences,
@@ -24,7 +25,7 @@ sparse LU) on the same right-hand side in numpy (pnode's own default GMRES toler
 error against it too, so both sides are measured alike. Then one gradient (forward +
 TSAdjoint) of ``|y(T)|^2 / (2 N^2)`` with respect to ``u0`` and the MLP's parameters, and the same
 pnode solve on ``--ranks`` MPI ranks (``mpiexec``; the 1-rank figure is the same command
-with ``-n 1``). ``--gradient-error`` also compares the gradient, with the adjoint's GMRES at
+with ``-n 1``; ``--repeats`` solves each, their medians). ``--gradient-error`` also compares the gradient, with the adjoint's GMRES at
 ``--adjoint-ksp-rtol`` and at ``1e-12``, with the gradient of ARKIMEX 5 at ``rtol = 1e-9`` (GMRES ``1e-12``).
 
 diffrax's (and any dense) Newton matrix does not fit at this size: ``n^2`` float64 values,
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -186,12 +188,15 @@ def solver_options(args, ksp_rtol: float | None = None) -> dict:
     """pnode's linear-solver options of the benchmark's solve."""
     opts = {"ksp_rtol": args.ksp_rtol, "sub_pc_factor_levels": args.ilu_levels,
             "adjoint_ksp_rtol": args.adjoint_ksp_rtol if ksp_rtol is None else ksp_rtol}
+    if args.asm_overlap:
+        opts |= {"pc_type": "asm", "pc_asm_overlap": args.asm_overlap, "sub_pc_type": "ilu"}
     return {**opts, "snes_ksp_ew": True, "snes_ksp_ew_rtolmax": args.ew_rtolmax} if args.ew else opts
 
 
 def solver_label(args) -> str:
     forward = f"EW (rtolmax {args.ew_rtolmax:g})" if args.ew else f"ksp_rtol {args.ksp_rtol:g}"
-    return f"bjacobi/ILU({args.ilu_levels}), forward {forward}"
+    pc = f"ASM (overlap {args.asm_overlap})" if args.asm_overlap else "bjacobi"
+    return f"{pc}/ILU({args.ilu_levels}), forward {forward}"
 
 
 def gradient_errors(n: int, args, measured: tuple, ref: tuple) -> list[tuple[str, float, float]]:
@@ -210,17 +215,19 @@ def worker(args) -> None:
 
     options = solver_options(args)
     pnode_solve(args.n, args.t_end / 100, args.rtol, args.atol, "4", MPI.COMM_WORLD, options=options)  # warm-up
-    res = pnode_solve(args.n, args.t_end, args.rtol, args.atol, "4", MPI.COMM_WORLD, gradient=True, options=options)
+    runs = [pnode_solve(args.n, args.t_end, args.rtol, args.atol, "4", MPI.COMM_WORLD, gradient=True, options=options)
+            for _ in range(args.repeats)]
     if MPI.COMM_WORLD.Get_rank() == 0:
         keep = ("forward_s", "forward_cpu", "gradient_s", "gradient_cpu")
-        print(json.dumps({k: res[k] for k in keep} | {"steps": res["stats"]["steps"]}))
+        print(json.dumps({k: statistics.median(r[k] for r in runs) for k in keep} | {"steps": runs[0]["stats"]["steps"]}))
 
 
 def ranks_run(args, ranks: int) -> dict:
     cmd = ["mpiexec", "-n", str(ranks), sys.executable, __file__, "--worker", "--n", str(args.n),
            "--t-end", str(args.t_end), "--rtol", str(args.rtol), "--atol", str(args.atol), "--ksp-rtol",
            str(args.ksp_rtol), "--adjoint-ksp-rtol", str(args.adjoint_ksp_rtol), "--ilu-levels",
-           str(args.ilu_levels), "--ew-rtolmax", str(args.ew_rtolmax)]
+           str(args.ilu_levels), "--ew-rtolmax", str(args.ew_rtolmax), "--asm-overlap", str(args.asm_overlap),
+           "--repeats", str(args.repeats)]
     cmd += ["--ew"] if args.ew else []
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
@@ -237,11 +244,15 @@ def main() -> None:
     parser.add_argument("--ksp-rtol", type=float, default=1e-2, help="the forward Newton steps' GMRES tolerance")
     parser.add_argument("--adjoint-ksp-rtol", type=float, default=1e-6, help="the adjoint's GMRES tolerance")
     parser.add_argument("--ilu-levels", type=int, default=2, help="fill levels of block Jacobi's ILU blocks")
+    parser.add_argument("--asm-overlap", type=int, default=0,
+                        help="additive Schwarz with this overlap instead of block Jacobi (0: block Jacobi)")
     parser.add_argument("--ew", action="store_true",
                         help="forward Newton steps' GMRES by Eisenstat-Walker's rule (snes_ksp_ew), not --ksp-rtol")
     parser.add_argument("--ew-rtolmax", type=float, default=0.1,
                         help="with --ew: the largest forcing term (snes_ksp_ew_rtolmax; PETSc's default 0.9)")
     parser.add_argument("--ranks", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed solves (forward and gradient) per rank count under mpiexec; medians are reported")
     parser.add_argument("--gradient-error", action="store_true",
                         help="also measure the gradient's error against a tight reference (two more gradients)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -282,7 +293,7 @@ def main() -> None:
             print(f"| {name} | {du0:.2e} | {dparams:.2e} |")
     if args.ranks > 1:
         one, many = ranks_run(args, 1), ranks_run(args, args.ranks)
-        print(f"\npnode under mpiexec (wall s): -n 1 forward {one['forward_s']:.2f}, gradient {one['gradient_s']:.2f}; "
+        print(f"\npnode under mpiexec (wall s, median of {args.repeats}): -n 1 forward {one['forward_s']:.2f}, gradient {one['gradient_s']:.2f}; "
               f"-n {args.ranks} forward {many['forward_s']:.2f}, gradient {many['gradient_s']:.2f}; speed-up "
               f"{one['forward_s'] / many['forward_s']:.2f}x forward, {one['gradient_s'] / many['gradient_s']:.2f}x "
               f"gradient (CPU s of rank 0: -n 1 {one['forward_cpu']:.2f} + {one['gradient_cpu']:.2f}, "
