@@ -5,7 +5,8 @@
 
 An MLP ResNet (a linear stem 64 -> width, residual blocks ``tanh(W x + b)`` with step
 ``T / (L - 1)``, a linear head to 10 classes) of ``(coarse_blocks - 1) 2^(levels - 1) + 1``
-blocks (33 by default: 5, 9, 17, 33 over 4 levels) is trained by the recursive multilevel
+blocks (33 by default: 5, 9, 17, 33 over 4 levels; ``--conv-stem C`` puts a 3x3
+convolution to ``C`` maps before the linear stem) is trained by the recursive multilevel
 trust region (L-SR1 on every level) in the hybrid mode: the mini-batch starts at
 ``--batch`` samples and doubles when the loss stalls (``pnode.solvers.BatchGrowth``) up
 to the whole training set. ``--seed`` splits the data into training, validation and test
@@ -27,7 +28,8 @@ from mpi4py import MPI
 from tqdm import tqdm
 
 import pnode
-from pnode.solvers import RMTR, BatchGrowth, DepthHierarchy, HybridBatches, RMTRSettings, mlp_resnet
+from pnode.solvers import (RMTR, BatchGrowth, DepthHierarchy, HybridBatches, RMTRSettings, mlp_resnet,
+                           residual_levels)
 
 DT = torch.float64
 
@@ -69,6 +71,19 @@ def digits_data(test_fraction: float = 0.2, val_fraction: float = 0.15, seed: in
         scale = torch.where(std > 1e-8, std, torch.ones_like(std))
         sets = [((xs - mean) / scale, ys) for xs, ys in sets]
     return sets
+
+
+def conv_stem_resnet(channels: int, width: int, coarse_blocks: int, levels: int, horizon: float) -> list:
+    """The MLP ResNet's levels with a convolutional stem: the 8x8 image through a 3x3
+    convolution to ``channels`` maps (tanh), then a linear map to ``width``; the residual
+    blocks and the head as in :func:`pnode.solvers.mlp_resnet`. The stem is shared by the
+    levels like the linear one."""
+    stem = torch.nn.Sequential(torch.nn.Unflatten(1, (1, 8, 8)), torch.nn.Conv2d(1, channels, 3, padding=1),
+                               torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(64 * channels, width)).to(DT)
+
+    def block():
+        return torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.Tanh()).to(DT)
+    return residual_levels(stem, block, torch.nn.Linear(width, 10).to(DT), coarse_blocks, levels, horizon)
 
 
 def penalty(model, weight_decay: float) -> torch.Tensor:
@@ -117,6 +132,8 @@ def main(argv: list[str]) -> dict:
                    help="share of the non-test data held out for validation")
     p.add_argument("--no-standardise", dest="standardise", action="store_false",
                    help="keep pixels in [0, 1] instead of standardising them on the training set")
+    p.add_argument("--conv-stem", type=int, default=0, metavar="C",
+                   help="a 3x3 convolutional stem with C channels before the linear one (0: linear stem only)")
     p.add_argument("--shifts", dest="augment", action="store_true",
                    help="train also on the training images' one-pixel shifts (5x the training set)")
     args, petsc_args = p.parse_known_args(argv[1:])
@@ -129,7 +146,10 @@ def main(argv: list[str]) -> dict:
     (xtr, ytr), (xva, yva), (xte, yte) = digits_data(val_fraction=args.val_fraction, seed=args.seed,
                                                      standardise=args.standardise, augment=args.augment)
     torch.manual_seed(args.seed)
-    models = mlp_resnet(64, args.width, 10, args.coarse_blocks, args.levels, horizon=2.0)
+    if args.conv_stem:
+        models = conv_stem_resnet(args.conv_stem, args.width, args.coarse_blocks, args.levels, horizon=2.0)
+    else:
+        models = mlp_resnet(64, args.width, 10, args.coarse_blocks, args.levels, horizon=2.0)
     fine = models[-1]
     hierarchy = DepthHierarchy(models, comm)
     opt = RMTR(hierarchy, rmtr=RMTRSettings(cycle=args.cycle))
