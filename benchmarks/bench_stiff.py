@@ -15,7 +15,7 @@ right-hand side (``jacobian="dense"``, ``NeuralODE`` under ``torch.no_grad()``):
 tableaux ``4`` and ``5`` with the default Newton (:mod:`pnode.newton`: Jacobian reuse, WRMS
 stopping), the same with a fresh Jacobian at every iteration and PETSc's Newton tests
 (``full Newton``, pnode's behaviour before Jacobian reuse) when ``pnode.Newton`` exists,
-and the forward-only TSBDF and TSROSW (``rodas3``: a
+and the forward-only TSBDF (PETSc's default order 2, and order 5) and TSROSW (``rodas3``: a
 linearly implicit Rosenbrock-W method, one Jacobian per step and one linear solve per stage). scipy solves a numpy right-hand side with its analytic
 Jacobian (its fastest use) and, for BDF, also the same torch function pnode solves.
 diffrax (optional, the ``stiff-bench`` extra; skipped with a printed line when it is not
@@ -192,6 +192,7 @@ def cases(name: str, jx) -> list:
                                  newton=pnode.Newton(reuse=False, test="petsc")))
     if hasattr(pnode, "Newton"):  # before it, NeuralODE refused forward-only types
         out.append(PnodeCase("pnode BDF (TSBDF)", name, "bdf", {}, jacobian="dense"))
+        out.append(PnodeCase("pnode BDF order 5 (TSBDF)", name, "bdf", {"ts_bdf_order": 5}, jacobian="dense"))
         out.append(PnodeCase("pnode Rosenbrock-W rodas3", name, "rosw", {"ts_rosw_type": "rodas3"}, jacobian="dense"))
     out += [ScipyCase("scipy BDF", name, "BDF"), ScipyCase("scipy BDF, torch rhs", name, "BDF", torch_rhs=True),
             ScipyCase("scipy LSODA", name, "LSODA")]
