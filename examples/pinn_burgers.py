@@ -10,7 +10,9 @@ Training is one ``pnode.pinn.train`` schedule: ``--adam`` Adam warm-up iteration
 PETSc's dense Cholesky), ``lbfgs`` (torch), ``tao:lmvm`` / ``tao:bqnls`` (PETSc's
 quasi-Newton, ``--lmvm bfgs|sr1|symbroyden``), ``tao:brgn`` or ``adam``; with ``--rounds
 R`` those iterations are split into ``R + 1`` stages with ``--resample`` points added
-after each but the last, where the residual is large (``pnode.pinn`` resample stages).
+after each but the last, where the residual is large (``pnode.pinn`` resample stages: drawn
+from 20 times as many uniform candidates with weights ``|r|^k / mean(|r|^k) + c``,
+``--resample-k``, ``--resample-c``, both 1 by default).
 ``--minutes``
 stops training at a wall-time limit (the same iteration on every rank).
 
@@ -49,7 +51,9 @@ def schedule(args) -> list:
     stages = [("adam", args.adam, {"lr": args.lr})] if args.adam else []
     chunk = args.iterations // (args.rounds + 1)
     for _ in range(args.rounds):
-        stages += [(args.optimiser, chunk, main), ("resample", args.resample, {"candidates": 20 * args.resample})]
+        stages += [(args.optimiser, chunk, main),
+                   ("resample", args.resample, {"candidates": 20 * args.resample, "k": args.resample_k,
+                                                "c": args.resample_c})]
     return stages + [(args.optimiser, args.iterations - args.rounds * chunk, main)]
 
 
@@ -73,6 +77,9 @@ def main(argv=None) -> float:
     p.add_argument("--rounds", type=int, default=0,
                    help="residual-based resampling rounds, spread over the --optimiser iterations")
     p.add_argument("--resample", type=int, default=500, help="points added per round")
+    p.add_argument("--resample-k", type=float, default=1.0,
+                   help="resampling weights |r|^k / mean(|r|^k) + c (pnode.pinn.resample_by_residual)")
+    p.add_argument("--resample-c", type=float, default=1.0)
     p.add_argument("--score-every", type=int, default=20)
     args, comm, checkpoint = start(p, argv)
     problem = burgers_problem(mlp(args.width, args.depth, args.seed), args.points, seed=args.seed, comm=comm)

@@ -196,8 +196,10 @@ class CollocationProblem:
     def jacobian_rows(self) -> torch.Tensor:
         """This rank's assembled Jacobian of :meth:`residual`, ``(rows, numel)``."""
         params = self._detached()
-        return torch.cat([scale * self._jacobian(params, term, x, data)
-                          for term, (x, data, scale) in zip(self.terms, self.local)])
+        # each term's rows are new memory: scaled in place, and not copied again for one term
+        blocks = [self._jacobian(params, term, x, data).mul_(scale)
+                  for term, (x, data, scale) in zip(self.terms, self.local)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
     def loss(self) -> torch.Tensor:
         """This rank's share of ``0.5 ||r||^2`` (the ranks' shares add up)."""
