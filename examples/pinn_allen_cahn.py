@@ -96,7 +96,8 @@ def main(argv=None) -> float:
     while marching.done < marching.slabs and not stopped:
         k = marching.done
         net = network(k)
-        problem = allen_cahn_problem(net, marching, args.points, seed=args.seed + k, comm=comm)
+        problem = allen_cahn_problem(net, marching, args.points, seed=args.seed + k, comm=comm,
+                                     jets=not args.no_jets)
         checkpoint = os.path.join(args.out, f"slab_{k}.pt")
         slab_tic = time.perf_counter()
         result = train(problem, schedule(args), progress=False, checkpoint=checkpoint, checkpoint_every=10,

@@ -82,7 +82,8 @@ def main(argv=None) -> float:
     p.add_argument("--resample-c", type=float, default=1.0)
     p.add_argument("--score-every", type=int, default=20)
     args, comm, checkpoint = start(p, argv)
-    problem = burgers_problem(mlp(args.width, args.depth, args.seed), args.points, seed=args.seed, comm=comm)
+    problem = burgers_problem(mlp(args.width, args.depth, args.seed), args.points, seed=args.seed, comm=comm,
+                              jets=not args.no_jets)
     trace = {"seconds": [], "iteration": [], "error": []}
     tic = time.perf_counter()
 

@@ -53,7 +53,7 @@ def main(argv=None) -> float:
              Term("data", obs_x, lambda u, x, c, y: u(x) - y[0], data=obs_u)]
     nu = torch.tensor(args.nu0, dtype=torch.float64)
     problem = CollocationProblem(mlp(args.width, args.depth, args.seed), terms, DOMAIN,
-                                 coefficients={"nu": nu}, comm=comm)
+                                 coefficients={"nu": nu}, comm=comm, jets=not args.no_jets)
     trace, tic = [], time.perf_counter()
     schedule = ([("adam", args.adam, {"lr": 1e-3})] if args.adam else []) + [("lm", args.iterations)]
     result = train(problem, schedule, progress=not args.no_progress, checkpoint=checkpoint, checkpoint_every=20,

@@ -7,7 +7,8 @@ method (tableau by ``pnode.pinn.gauss_legendre``, order 2q) and the value at t =
 times ``(1 - x^2)`` (the boundary condition, built in). The data are ``--points`` values of
 the exact Cole-Hopf solution at t = 0.1; the loss is the ``q + 1`` back-stepped states'
 misfit there (``pnode.pinn.runge_kutta_term``; the operator takes ``u``, ``u_x`` and
-``u_xx`` of all outputs in one nested forward-mode pass). Training: ``--adam`` Adam
+``u_xx`` of all outputs by ``pnode.pinn.operators.directional``, which reads them from
+the jets that carry them through the network, ``pnode.pinn.jets``). Training: ``--adam`` Adam
 iterations, then ``--iterations`` of ``--optimiser``: ``lm`` (Levenberg-Marquardt on the
 125,250 residual rows with matrix-free normal equations, at most ``--cg`` CG iterations
 per step), ``lbfgs`` or a ``tao:`` quasi-Newton type; at most ``--minutes`` of wall time.
@@ -25,11 +26,11 @@ import time
 
 import numpy as np
 import torch
-from torch.func import jvp
 
 from pinn_common import finish, parser, pyplot, start, time_limit
 from pnode.comm import is_root
-from pnode.pinn import CollocationProblem, Interval, gauss_legendre, runge_kutta_term, train
+from pnode.pinn import AffineTransform, CollocationProblem, Interval, gauss_legendre, operators as ops
+from pnode.pinn import runge_kutta_term, train
 from pnode.pinn.cases import NU
 from pnode.pinn.exact import burgers_cole_hopf
 
@@ -38,9 +39,9 @@ T0, DT = 0.1, 0.8
 
 def burgers_operator(u, x, c):
     """``-u u_x + nu u_xx`` of every output of the field at one point ``x (1,)``: ``u``,
-    ``u_x`` and ``u_xx`` of all outputs in one forward-over-forward pass along ``x``."""
-    e = torch.ones_like(x)
-    (v, v_x), (_, v_xx) = jvp(lambda y: jvp(u, (y,), (e,)), (x,), (e,))
+    ``u_x`` and ``u_xx`` of all outputs along ``x`` (read from the jets, or one
+    forward-over-forward pass)."""
+    v, v_x, v_xx = ops.directional(u, x, torch.ones_like(x))
     return -v * v_x + NU * v_xx
 
 
@@ -63,7 +64,8 @@ def main(argv=None) -> float:
         n = args.width
     net = torch.nn.Sequential(*layers, torch.nn.Linear(n, args.q + 1)).double()
     problem = CollocationProblem(net, [runge_kutta_term("rk", x, data, burgers_operator, tab, DT)], domain,
-                                 transform=lambda x, out: (1 - x[0] ** 2) * out, comm=comm)
+                                 transform=AffineTransform(scale=lambda x: 1 - x[0] ** 2), comm=comm,
+                                 jets=not args.no_jets)
     grid = np.linspace(-1, 1, 256)
     exact = burgers_cole_hopf(grid, [T0 + DT])[0]
 

@@ -22,6 +22,8 @@ def parser(doc: str, out: str, **defaults) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-jets", action="store_true",
+                   help="evaluate the residual by vmap/jacrev, not by the MLP jets (pnode.pinn.jets)")
     return p
 
 

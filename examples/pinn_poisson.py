@@ -30,7 +30,7 @@ def main(argv=None) -> float:
     p = parser(__doc__, "out/pinn_poisson", adam=200, iterations=300, points=1024, depth=2)
     args, comm, checkpoint = start(p, argv)
     problem = poisson_problem(mlp(args.width, args.depth, args.seed, inputs=2), args.points, seed=args.seed,
-                              comm=comm)
+                              comm=comm, jets=not args.no_jets)
     tic = time.perf_counter()
     schedule = ([("adam", args.adam, {"lr": 1e-3})] if args.adam else []) + [("lm", args.iterations)]
     result = train(problem, schedule, progress=not args.no_progress, checkpoint=checkpoint, checkpoint_every=20)

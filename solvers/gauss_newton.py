@@ -58,10 +58,12 @@ LINEAR_SOLVERS = ("cholesky", "cg")
 def gram(J: torch.Tensor) -> torch.Tensor:
     """``J^T J``. On the CPU through NumPy, whose ``A.T @ A`` is one BLAS ``syrk`` (half the
     flops of the general product torch calls: 0.11 s against 0.24 s for 4500 x 921 rows on
-    one core)."""
+    one core), on ``J``'s memory when it is contiguous in either order."""
     if J.device.type != "cpu":
         return J.T @ J
-    a = np.ascontiguousarray(J.detach().numpy())
+    a = J.detach().numpy()
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        a = np.ascontiguousarray(a)
     return torch.from_numpy(a.T @ a)
 
 

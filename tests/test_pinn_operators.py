@@ -28,6 +28,15 @@ def points(n=16):
     return torch.rand(n, 3, dtype=DT, generator=torch.Generator().manual_seed(4)) * 2 - 1
 
 
+def test_directional_derivatives_match_the_analytic_ones():
+    v = torch.tensor([0.5, -1.0, 2.0], dtype=DT)
+    for x in points(4):
+        value, first, second = ops.directional(f, x, v)
+        assert abs(float(value - f(x))) < 1e-14
+        assert abs(float(first - grad_f(x) @ v)) < 1e-12
+        assert abs(float(second - v @ hess_f(x) @ v)) < 1e-12
+
+
 def test_gradient_hessian_laplacian_match_the_analytic_ones():
     X = points()
     g = ops.batched(ops.gradient(f))(X)

@@ -11,10 +11,11 @@ from .problem import CollocationProblem, Term
 from .runge_kutta import Tableau, gauss_legendre, runge_kutta_term
 from .sampling import SAMPLERS, resample_by_residual, sample_box
 from .train import OPTIMISERS, Stage, StopTraining, TrainResult, train
+from .transforms import AffineTransform
 
 __all__ = ["operators", "Box", "Interval", "Rectangle", "SpaceTime", "kdv_two_soliton", "GalerkinProblem",
            "GalerkinForce", "GalerkinMass", "PeriodicFeatures", "ResampledMarch", "march_resampled", "seeded_sampler",
            "derivatives", "divergence", "gradient", "hessian", "laplacian", "time_derivative",
            "CollocationProblem", "Term", "Tableau", "gauss_legendre", "runge_kutta_term", "SAMPLERS",
            "resample_by_residual", "TimeMarching", "sample_box", "OPTIMISERS", "Stage", "StopTraining", "TrainResult",
-           "train"]
+           "train", "AffineTransform"]

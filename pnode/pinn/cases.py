@@ -36,6 +36,7 @@ from .galerkin import PeriodicFeatures
 from .marching import TimeMarching
 from .problem import CollocationProblem, Term
 from .reference import ALLEN_CAHN_EPS, allen_cahn_reference
+from .transforms import AffineTransform
 
 NU = 0.01 / math.pi
 DOMAIN = SpaceTime(Interval(-1.0, 1.0), 0.0, 1.0)
@@ -48,8 +49,8 @@ def burgers_residual(u, x, c):
     return g[1] + value * g[0] - nu * h[0, 0]
 
 
-def hard_conditions(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    return -torch.sin(math.pi * x[0]) + x[1] * (1 - x[0] ** 2) * out
+hard_conditions = AffineTransform(lambda x: -torch.sin(math.pi * x[0]), lambda x: x[1] * (1 - x[0] ** 2))
+"""Burgers' ``u = -sin(pi x) + t (1 - x^2) N(x, t)``."""
 
 
 def _tanh_layers(inputs: int, width: int, depth: int) -> list[torch.nn.Module]:
@@ -68,10 +69,11 @@ def mlp(width: int = 20, depth: int = 3, seed: int = 0, dtype: torch.dtype = tor
 
 
 def burgers_problem(model: torch.nn.Module, points: int = 2000, sampler: str = "sobol", seed: int = 0,
-                    comm=None) -> CollocationProblem:
-    """The forward problem on ``points`` collocation points."""
+                    comm=None, jets: bool | str = "auto") -> CollocationProblem:
+    """The forward problem on ``points`` collocation points (``jets``: as in
+    :class:`CollocationProblem`)."""
     term = Term("pde", DOMAIN.sample(points, sampler, seed), burgers_residual)
-    return CollocationProblem(model, [term], DOMAIN, transform=hard_conditions, comm=comm)
+    return CollocationProblem(model, [term], DOMAIN, transform=hard_conditions, comm=comm, jets=jets)
 
 
 @lru_cache(maxsize=1)
@@ -156,11 +158,12 @@ def allen_cahn_marching(slabs: int = 10, times: Sequence[float] | None = None) -
 
 
 def allen_cahn_problem(model: torch.nn.Module, marching: TimeMarching, points: int = 1024,
-                       sampler: str = "sobol", seed: int = 0, comm=None) -> CollocationProblem:
+                       sampler: str = "sobol", seed: int = 0, comm=None,
+                       jets: bool | str = "auto") -> CollocationProblem:
     """The next slab of ``marching`` on ``points`` collocation points, ``model`` its network."""
     domain = marching.domain(ALLEN_CAHN_SPACE)
     term = Term("pde", domain.sample(points, sampler, seed), allen_cahn_residual)
-    return CollocationProblem(model, [term], domain, transform=marching.transform(), comm=comm)
+    return CollocationProblem(model, [term], domain, transform=marching.transform(), comm=comm, jets=jets)
 
 
 @lru_cache(maxsize=1)
@@ -194,15 +197,15 @@ def poisson_residual(u, x, c):
     return -ops.laplacian(u)(x) - 2 * math.pi ** 2 * torch.sin(math.pi * x[0]) * torch.sin(math.pi * x[1])
 
 
-def zero_on_square(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    return x[0] * (1 - x[0]) * x[1] * (1 - x[1]) * out
+zero_on_square = AffineTransform(scale=lambda x: x[0] * (1 - x[0]) * x[1] * (1 - x[1]))
+"""Poisson's ``u = x (1 - x) y (1 - y) N(x, y)``."""
 
 
 def poisson_problem(model: torch.nn.Module, points: int = 1024, sampler: str = "sobol", seed: int = 0,
-                    comm=None) -> CollocationProblem:
+                    comm=None, jets: bool | str = "auto") -> CollocationProblem:
     """The 2-D Poisson problem on ``points`` interior collocation points."""
     term = Term("pde", SQUARE.sample(points, sampler, seed), poisson_residual)
-    return CollocationProblem(model, [term], SQUARE, transform=zero_on_square, comm=comm)
+    return CollocationProblem(model, [term], SQUARE, transform=zero_on_square, comm=comm, jets=jets)
 
 
 def poisson_score(problem: CollocationProblem, n: int = 101) -> float:

@@ -12,6 +12,10 @@ Derivatives use reverse mode for first derivatives (``jacrev``) and forward-over
 for second ones (``jacfwd(jacrev)``); a time derivative is one forward-mode product
 (``jvp``) along the time axis. :func:`derivatives` returns the value, the gradient and
 the Hessian of one point in one pass (the usual need of a second-order PDE).
+
+Each operator also accepts a :class:`pnode.pinn.jets.Jet` (the field's value and
+derivatives at the collocation point, carried through a multilayer perceptron by
+:class:`pnode.pinn.jets.MLPJets`) and then reads the derivative from it.
 """
 from __future__ import annotations
 
@@ -21,30 +25,40 @@ import torch
 from torch.func import hessian as _hessian
 from torch.func import jacfwd, jacrev, jvp, vmap
 
+from .jets import Jet
+
 Field = Callable[[torch.Tensor], torch.Tensor]
 
 __all__ = ["Field", "gradient", "jacobian", "hessian", "laplacian", "divergence", "time_derivative",
-           "derivatives", "batched"]
+           "derivatives", "directional", "batched"]
 
 
 def gradient(f: Field) -> Field:
     """``x -> grad f(x)``, shape ``(d,)``."""
-    return jacrev(f)
+    return f.derivative() if isinstance(f, Jet) else jacrev(f)
 
 
 def jacobian(f: Field) -> Field:
     """``x -> df/dx(x)`` of a vector field, shape ``(k, d)``."""
-    return jacrev(f)
+    return f.derivative() if isinstance(f, Jet) else jacrev(f)
 
 
 def hessian(f: Field) -> Field:
     """``x -> d2f/dx2(x)``, shape ``(d, d)``."""
+    if isinstance(f, Jet):
+        f.need(2)
+        return Jet(f.hess, None, None, f.point)
     return _hessian(f)
 
 
 def laplacian(f: Field, axes: slice | list[int] | None = None) -> Field:
     """``x -> sum_i d2f/dx_i2(x)``, over all coordinates or those of ``axes`` (e.g. the
     space axes of a space-time point: ``slice(0, -1)``)."""
+    if isinstance(f, Jet):
+        f.need(2)
+        diag = f.hess.diagonal(dim1=-2, dim2=-1)
+        return Jet((diag if axes is None else diag[..., axes]).sum(-1), None, None, f.point)
+
     def lap(x: torch.Tensor) -> torch.Tensor:
         diag = _hessian(f)(x).diagonal()
         return (diag if axes is None else diag[axes]).sum()
@@ -53,11 +67,18 @@ def laplacian(f: Field, axes: slice | list[int] | None = None) -> Field:
 
 def divergence(F: Field) -> Field:
     """``x -> sum_i dF_i/dx_i(x)`` of a vector field ``F: (d,) -> (d,)``."""
+    if isinstance(F, Jet):
+        F.need(1)
+        grad = None if F.hess is None else F.hess.diagonal(dim1=0, dim2=1).sum(-1)
+        return Jet(F.grad.diagonal(dim1=-2, dim2=-1).sum(-1), grad, None, F.point)
     return lambda x: jacfwd(F)(x).diagonal().sum()
 
 
 def time_derivative(f: Field, axis: int = -1) -> Field:
     """``x -> df/dx_axis(x)`` by one forward-mode product (time is the last axis by default)."""
+    if isinstance(f, Jet):
+        return f.partial(axis)
+
     def dt(x: torch.Tensor) -> torch.Tensor:
         e = torch.zeros_like(x)
         e[axis] = 1
@@ -70,6 +91,10 @@ def derivatives(f: Field, x: torch.Tensor, order: int = 2) -> tuple[torch.Tensor
     computed in one pass (the value and gradient are by-products of the Hessian)."""
     if order not in (1, 2):
         raise ValueError(f"derivatives: order must be 1 or 2, got {order}")
+    if isinstance(f, Jet):
+        f.at(x)
+        f.need(order)
+        return (f.value, f.grad) if order == 1 else (f.value, f.grad, f.hess)
 
     def value_and_grad(y):
         g, value = jacrev(_with_value(f), has_aux=True)(y)
@@ -78,6 +103,18 @@ def derivatives(f: Field, x: torch.Tensor, order: int = 2) -> tuple[torch.Tensor
         return value_and_grad(x)[1]
     h, (value, g) = jacfwd(value_and_grad, has_aux=True)(x)
     return value, g, h
+
+
+def directional(f: Field, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(f(x), D_v f(x), D_v^2 f(x))``: the value and the first and second derivatives along
+    ``v`` by forward over forward mode, for any number of outputs (a field of many outputs in
+    one or few directions, e.g. the stages of a discrete-time Runge-Kutta PINN)."""
+    if isinstance(f, Jet):
+        f.at(x)
+        f.need(2)
+        return f.value, f.grad @ v, (f.hess @ v) @ v
+    (value, first), (_, second) = jvp(lambda y: jvp(f, (y,), (v,)), (x,), (v,))
+    return value, first, second
 
 
 def _with_value(f: Field) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
