@@ -104,9 +104,8 @@ class CollocationProblem:
             scale = (term.weight / term.points.shape[0]) ** 0.5
             data = None if term.data is None else term.data[part].to(self.dtype)
             self.local.append((term.points[part].to(self.dtype), data, scale))
-        self._check_dependence()
+        self._widths = self._check_dependence()
         self._jets = [self._choose_jets(term, jets) for term in self.terms]
-        self._widths: dict[int, int] = {}
 
     # -- checks --------------------------------------------------------------------------
 
@@ -119,15 +118,15 @@ class CollocationProblem:
         if not torch.isfinite(term.points).all():
             raise ConfigurationError(f"term {term.name!r}: the points are not all finite")
 
-    def _check_dependence(self) -> None:
+    def _check_dependence(self) -> list[int]:
         """On a few points of each term (the same on every rank): the residual is finite,
-        the field depends on the point and the residual on the parameters."""
-        params = self._detached()
+        the field depends on the point and the residual on the parameters. Returns each
+        term's number of residual components per point."""
+        params, widths = self._detached(), []
         for term in self.terms:
-            take = torch.linspace(0, term.points.shape[0] - 1, min(8, term.points.shape[0])).long()
-            x = term.points[take].to(self.dtype)
-            data = None if term.data is None else term.data[take].to(self.dtype)
+            x, data = self._check_points_of(term)
             rows = self._rows(params, self._coeffs(), term, x, data)
+            widths.append(rows.shape[1])
             if not torch.isfinite(rows).all():
                 raise ConfigurationError(f"term {term.name!r}: the residual is not finite at the points "
                                          f"{x[~torch.isfinite(rows.reshape(x.shape[0], -1)).all(1)].tolist()}")
@@ -144,8 +143,10 @@ class CollocationProblem:
         if not torch.any(field_grad != 0):
             raise ConfigurationError("the network's output does not depend on its input (zero derivative in x "
                                      "at the sampled points): the residual's derivatives would all vanish")
+        return widths
 
     def _check_points_of(self, term: Term) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Up to 8 of the term's points, spread over them (the same on every rank), and their data."""
         take = torch.linspace(0, term.points.shape[0] - 1, min(8, term.points.shape[0])).long()
         data = None if term.data is None else term.data[take].to(self.dtype)
         return term.points[take].to(self.dtype), data
@@ -273,7 +274,7 @@ class CollocationProblem:
         transpose of a contiguous ``(numel, rows)`` tensor (the memory order in which the
         jets write it and ``J^T J``'s BLAS ``syrk`` reads it)."""
         params, coeffs = self._detached(), self._coeffs()
-        counts = [x.shape[0] * self._width(i) for i, (x, _, _) in enumerate(self.local)]
+        counts = [x.shape[0] * width for (x, _, _), width in zip(self.local, self._widths)]
         numel = sum(p.numel() for p in self.parameters())
         JT = torch.empty(numel, sum(counts), dtype=self.dtype)
         start = 0
@@ -286,16 +287,6 @@ class CollocationProblem:
             block.mul_(scale)
             start += count
         return JT.T
-
-    def _width(self, index: int) -> int:
-        """The number of residual components of term ``index`` per point."""
-        if index not in self._widths:
-            x, data = self._check_points_of(self.terms[index])
-            with torch.no_grad():
-                rows = self._rows(self._detached(), self._coeffs(), self.terms[index], x[:1],
-                                  None if data is None else data[:1])
-            self._widths[index] = rows.shape[1]
-        return self._widths[index]
 
     def loss(self) -> torch.Tensor:
         """This rank's share of ``0.5 ||r||^2`` (the ranks' shares add up)."""
