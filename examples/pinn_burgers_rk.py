@@ -4,8 +4,9 @@
 
 A tanh MLP of x (``--depth`` x ``--width``) outputs the ``--q`` stages of the Gauss-Legendre
 method (tableau by ``pnode.pinn.gauss_legendre``, order 2q) and the value at t = 0.9, each
-times ``(1 - x^2)`` (the boundary condition, built in). The data are ``--points`` values of
-the exact Cole-Hopf solution at t = 0.1; the loss is the ``q + 1`` back-stepped states'
+times ``(1 - x^2)`` (the boundary condition, built in); with ``--odd`` its layers have no
+biases, so every output is an odd function of x, like the solution. The data are
+``--points`` values of the exact Cole-Hopf solution at t = 0.1; the loss is the ``q + 1`` back-stepped states'
 misfit there (``pnode.pinn.runge_kutta_term``; the operator takes ``u``, ``u_x`` and
 ``u_xx`` of all outputs by ``pnode.pinn.operators.directional``, which reads them from
 the jets that carry them through the network, ``pnode.pinn.jets``). Training: ``--adam`` Adam
@@ -55,6 +56,8 @@ def main(argv=None) -> float:
     p.add_argument("--score-every", type=int, default=10, help="print the error every so many iterations")
     p.add_argument("--cg", type=int, default=100, help="CG iterations per Levenberg-Marquardt step (--optimiser lm)")
     p.add_argument("--minutes", type=float, default=20.0)
+    p.add_argument("--odd", action="store_true",
+                   help="layers without biases: every output is an odd function of x, as the solution is")
     args, comm, checkpoint = start(p, argv)
     tab = gauss_legendre(args.q)
     domain = Interval(-1.0, 1.0)
@@ -63,9 +66,9 @@ def main(argv=None) -> float:
     torch.manual_seed(args.seed)
     layers, n = [], 1
     for _ in range(args.depth):
-        layers += [torch.nn.Linear(n, args.width), torch.nn.Tanh()]
+        layers += [torch.nn.Linear(n, args.width, bias=not args.odd), torch.nn.Tanh()]
         n = args.width
-    net = torch.nn.Sequential(*layers, torch.nn.Linear(n, args.q + 1)).double()
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(n, args.q + 1, bias=not args.odd)).double()
     problem = CollocationProblem(net, [runge_kutta_term("rk", x, data, burgers_operator, tab, DT)], domain,
                                  transform=AffineTransform(scale=lambda x: 1 - x[0] ** 2), comm=comm,
                                  jets=not args.no_jets)
