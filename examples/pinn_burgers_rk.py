@@ -6,14 +6,14 @@ A tanh MLP of x (``--depth`` x ``--width``) outputs the ``--q`` stages of the Ga
 method (tableau by ``pnode.pinn.gauss_legendre``, order 2q) and the value at t = 0.9, each
 times ``(1 - x^2)`` (the boundary condition, built in); with ``--odd`` its layers have no
 biases, so every output is an odd function of x, like the solution. The data are
-``--points`` values of the exact Cole-Hopf solution at t = 0.1; the loss is the ``q + 1`` back-stepped states'
-misfit there (``pnode.pinn.runge_kutta_term``; the operator takes ``u``, ``u_x`` and
-``u_xx`` of all outputs by ``pnode.pinn.operators.directional``, which reads them from
-the jets that carry them through the network, ``pnode.pinn.jets``). Training: ``--adam`` Adam
-iterations, then ``--iterations`` of ``--optimiser``: ``lm`` (Levenberg-Marquardt on the
-125,250 residual rows with matrix-free normal equations, at most ``--cg`` CG iterations
-per step), ``lbfgs`` or a ``tao:`` quasi-Newton type; at most ``--minutes`` of wall time.
-The error is printed every ``--score-every`` iterations.
+``--points`` values of the exact Cole-Hopf solution at t = 0.1; the loss is the ``q + 1``
+back-stepped states' misfit there (``pnode.pinn.runge_kutta_term``; the operator takes
+``u``, ``u_x`` and ``u_xx`` of all outputs by ``pnode.pinn.operators.directional``, which
+reads them from the jets that carry them through the network, ``pnode.pinn.jets``).
+Training: ``--adam`` Adam iterations, then ``--iterations`` of ``--optimiser``: ``lm``
+(Levenberg-Marquardt on the 125,250 residual rows with matrix-free normal equations, at most
+``--cg`` CG iterations per step), ``lbfgs`` or a ``tao:`` quasi-Newton type; at most
+``--minutes`` of wall time. The error is printed every ``--score-every`` iterations.
 
     python examples/pinn_burgers_rk.py --out out/pinn_burgers_rk
     OMP_NUM_THREADS=1 mpiexec -n 2 python examples/pinn_burgers_rk.py --minutes 45   # 2.5e-4 (docs/benchmarks.md)
