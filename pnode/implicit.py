@@ -95,13 +95,12 @@ class ImplicitOperators:
     def _ifunction(self, ts, t, X, Xdot, F) -> None:
         prob, views = self.problem, self.views
         u = views.get(X, "r", prob.shape)
-        udot = views.get(Xdot, "r")
-        out = views.get(F)
-        g = prob.implicit.rhs(t, u).reshape(-1)
-        if prob.mass is None:
-            torch.sub(udot, g, out=out)
+        g = prob.implicit.rhs(t, u)
+        if prob.mass is None:  # views of the state's shape: no reshape of g (~1 us)
+            torch.sub(views.get(Xdot, "r", prob.shape), g, out=views.get(F, "rw", prob.shape))
         else:
-            torch.sub(prob.mass.product(t, u, udot).reshape(-1), g, out=out)
+            udot = views.get(Xdot, "r")
+            torch.sub(prob.mass.product(t, u, udot).reshape(-1), g.reshape(-1), out=views.get(F))
             if self.stages is not None and self.recording:
                 self.stages.setdefault(_key(u), {})[t] = udot.detach().clone()
         F.stateIncrease()

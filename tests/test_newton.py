@@ -178,3 +178,14 @@ def test_rosw_stats_name_the_tableau_that_ran(options, tableau):
     assert stats["ts_type"] == "rosw" and stats["ts_subtype"] == tableau
     assert _rober_error(out[-1], 1e3) < 1e-3
     assert stats["jacobian_evaluations"] == stats["steps"] + stats["rejected"]
+
+
+def test_wrms_norm_by_vec_ops_equals_the_numpy_norm(monkeypatch):
+    """Small states take the WRMS norm by PETSc Vec ops, large ones by numpy: forced onto
+    the numpy path, ROBER's solve takes the same Newton iterations to the same state."""
+    y, stats = _rober_solve(1e3)
+    monkeypatch.setattr(pnode.newton, "_SMALL_NORM", 0)
+    y_np, stats_np = _rober_solve(1e3)
+    assert stats["newton_iterations"] == stats_np["newton_iterations"]
+    assert stats["steps"] == stats_np["steps"]
+    assert float(((y - y_np).abs() / ROBER_SCALE).max()) < 1e-12
