@@ -5,7 +5,8 @@ Public API (``pnode.solvers``)::
     opt = LevenbergMarquardt(model, Objective(residual=fn, jacobian_rows=rows), comm=None,
                              linear_solver="cholesky", damping=1e-3, gatol=0.0,
                              options_prefix="lm_", options=None, progress=True,
-                             checkpoint=None, checkpoint_every=0, callback=None)
+                             checkpoint=None, checkpoint_every=0, callback=None,
+                             nystrom_rank=0, nystrom_every=10, nystrom_seed=0)
     result = opt.solve(max_it=100)   # a TaoResult (TAO's reason codes and words)
     loss = opt.step()                # one iteration
     opt.damping, opt.history, opt.state_dict(), opt.load_state_dict(state), opt.save(p), opt.load(p)
@@ -24,6 +25,9 @@ nu, nu *= 2`` on failure). The normal equations are solved by
   matrix ``v -> J^T (J v) + mu v`` (a JVP and a VJP of the residual per product). CG
   from zero lowers the damped model at every iteration, so a solve stopped by
   ``ksp_max_it`` still gives a step (truncated Newton); it is judged by the same ratio.
+  ``nystrom_rank=r`` preconditions it by a randomised Nystrom approximation of ``J^T J``
+  (:mod:`pnode.solvers.nystrom`: ``r`` products, refreshed every ``nystrom_every``
+  iterations, applied with the current damping; kept in checkpoints).
 
 A trial point whose loss is not finite is rejected; a non-finite loss or gradient at the
 iterate raises :class:`NonFiniteObjectiveError` (the model holds the last accepted
@@ -48,6 +52,7 @@ from pnode.options import ScopedOptions
 from pnode.startup import PETSc
 
 from .monitor import History, Progress
+from .nystrom import NystromPreconditioner
 from .objective import Evaluator, NonFiniteObjectiveError, Objective, as_param_vec
 from .tao import TaoResult, load_state, restore_iterate, save_state, tao_reason
 from .trust_region import ratio
@@ -75,11 +80,17 @@ class LevenbergMarquardt:
                  rho_tol: float = 1e-4, gatol: float = 0.0, fmin: float = 0.0,
                  options: Mapping[str, Any] | None = None, options_prefix: str | None = None,
                  max_it: int = 100, progress: bool = True, checkpoint: str | os.PathLike | None = None,
-                 checkpoint_every: int = 0, callback: Callable[["LevenbergMarquardt"], None] | None = None):
+                 checkpoint_every: int = 0, callback: Callable[["LevenbergMarquardt"], None] | None = None,
+                 nystrom_rank: int = 0, nystrom_every: int = 10, nystrom_seed: int = 0):
         if not isinstance(objective, Objective) or not objective.has_residual:
             raise ConfigurationError("Levenberg-Marquardt needs an Objective(residual=...)")
         if linear_solver not in LINEAR_SOLVERS:
             raise ConfigurationError(f"linear_solver must be one of {LINEAR_SOLVERS}, got {linear_solver!r}")
+        if nystrom_rank and linear_solver != "cg":
+            raise ConfigurationError(f"nystrom_rank preconditions CG: it needs linear_solver='cg', got "
+                                     f"{linear_solver!r}")
+        if int(nystrom_every) < 1:
+            raise ConfigurationError(f"nystrom_every must be a positive integer, got {nystrom_every!r}")
         if not (0 < damping_min <= damping <= damping_max):
             raise ConfigurationError(f"need 0 < damping_min <= damping <= damping_max, got "
                                      f"{damping_min}, {damping}, {damping_max}")
@@ -102,6 +113,8 @@ class LevenbergMarquardt:
         self._x, self._s, self._g = self.pvec.duplicate(), self.pvec.duplicate(), self.pvec.duplicate()
         self.pvec.pull(self._x)
         self._linearised = False
+        self.nystrom = NystromPreconditioner(self.pvec, nystrom_rank, nystrom_seed) if nystrom_rank else None
+        self.nystrom_every, self._sketched_at = int(nystrom_every), None
         self._build_linear_solver()
 
     # -- the linear solve ----------------------------------------------------------------
@@ -125,6 +138,10 @@ class LevenbergMarquardt:
         self.ksp = P.KSP().create(comm)
         self.ksp.setOperators(self._mat)
         self.opts.apply(self.ksp)
+        if self.nystrom is not None:
+            pc = self.ksp.getPC()
+            pc.setType("python")
+            pc.setPythonContext(self.guard.context(self.nystrom, "apply"))
 
     def _linearise(self) -> None:
         """Loss, gradient and (Cholesky) ``J^T J`` at the iterate."""
@@ -145,6 +162,10 @@ class LevenbergMarquardt:
             ev.linearised_residual_into(self._rows)
             ev.jacobian_transpose_product(self._rows, self._g)
             self.loss = 0.5 * self._rows.norm() ** 2
+            if self.nystrom is not None and (self._sketched_at is None
+                                             or self.iterations - self._sketched_at >= self.nystrom_every):
+                self.nystrom.sketch(self._gram_product, draw=self.iterations)
+                self._sketched_at = self.iterations
         self.gradient_norm = self._g.norm()
         ev._check(self.loss, self.gradient_norm)
         self._linearised = True
@@ -174,6 +195,8 @@ class LevenbergMarquardt:
             self._g.copy(self._rhs)
             self._rhs.scale(-1.0)
             self._s.zeroEntries()
+            if self.nystrom is not None:
+                self.nystrom.shift = mu
             self.ksp.solve(self._rhs, self._s)
             self.evaluator.jacobian_product(self._s, self._rows)
             predicted = -self._g.dot(self._s) - 0.5 * self._rows.norm() ** 2
@@ -181,6 +204,11 @@ class LevenbergMarquardt:
         if reason < 0 and not (self.linear_solver == "cg" and reason == PETSc().KSP.ConvergedReason.DIVERGED_MAX_IT):
             return math.nan
         return predicted
+
+    def _gram_product(self, X, Y) -> None:
+        """``Y = J^T (J X)`` at the linearised iterate."""
+        self.evaluator.jacobian_product(X, self._rows)
+        self.evaluator.jacobian_transpose_product(self._rows, Y)
 
     # -- iterations ----------------------------------------------------------------------
 
@@ -254,10 +282,14 @@ class LevenbergMarquardt:
     # -- state ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The iterate (flat, CPU), the damping, the iteration count and the history."""
-        return {"solver": "levenberg-marquardt", "x": self.pvec.to_full(self._x).clone().cpu(),
-                "damping": self.damping, "nu": self.nu, "iterations": self.iterations,
-                "history": self.history.state_dict()}
+        """The iterate (flat, CPU), the damping, the iteration count, the history and the
+        Nystrom preconditioner's factors (collective)."""
+        state = {"solver": "levenberg-marquardt", "x": self.pvec.to_full(self._x).clone().cpu(),
+                 "damping": self.damping, "nu": self.nu, "iterations": self.iterations,
+                 "history": self.history.state_dict()}
+        if self.nystrom is not None and self.nystrom.ready:
+            state["nystrom"] = {**self.nystrom.factors(), "sketched_at": self._sketched_at}
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict` (the model takes its iterate)."""
@@ -267,6 +299,10 @@ class LevenbergMarquardt:
         self.iterations = int(state["iterations"])
         self.history.load_state_dict(state["history"])
         self._linearised = False
+        kept = state.get("nystrom")
+        if self.nystrom is not None and kept is not None and kept["U"].shape == (self.pvec.numel, self.nystrom.rank):
+            self.nystrom.load_factors(kept)
+            self._sketched_at = int(kept["sketched_at"])
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`state_dict` to ``path`` (rank 0, atomically)."""
@@ -291,7 +327,5 @@ class _Normal:
         self.owner = owner
 
     def mult(self, mat, X, Y) -> None:
-        o = self.owner
-        o.evaluator.jacobian_product(X, o._rows)
-        o.evaluator.jacobian_transpose_product(o._rows, Y)
-        Y.axpy(o.damping, X)
+        self.owner._gram_product(X, Y)
+        Y.axpy(self.owner.damping, X)

@@ -19,8 +19,10 @@ def run(comm, schedule):
 @pytest.mark.parametrize("schedule", [
     [("adam", 5, {"lr": 1e-2}), ("lm", 8)],
     [("lm", 6, {"linear_solver": "cg", "options": {"ksp_rtol": 1e-14, "ksp_max_it": 400}})],
+    [("lm", 6, {"linear_solver": "cg", "nystrom_rank": 12, "nystrom_every": 2,
+                "options": {"ksp_rtol": 1e-14, "ksp_max_it": 40}})],
     [("lbfgs", 5), ("tao:lmvm", 6, {"lmvm": "bfgs", **TAO_TIGHT})],
-], ids=["adam-lm-cholesky", "lm-cg", "lbfgs-tao-lmvm"])
+], ids=["adam-lm-cholesky", "lm-cg", "lm-cg-nystrom", "lbfgs-tao-lmvm"])
 def test_two_ranks_give_the_iterates_of_one(schedule):
     theta, losses, local = run(WORLD, schedule)
     ref_theta, ref_losses, whole = run(MPI.COMM_SELF, schedule)
