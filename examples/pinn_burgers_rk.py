@@ -18,6 +18,10 @@ Training: ``--adam`` Adam iterations, then ``--iterations`` of ``--optimiser``: 
     python examples/pinn_burgers_rk.py --out out/pinn_burgers_rk
     OMP_NUM_THREADS=1 mpiexec -n 2 python examples/pinn_burgers_rk.py --minutes 45   # 2.5e-4 (docs/benchmarks.md)
 
+``--init`` starts from another run's network, ``--sampler`` draws the data points and
+``--nystrom R`` preconditions the CG normal equations (rank-R Nystrom). docs/benchmarks.md
+reaches 6.6e-5 from the 45-minute network: 512 Sobol points, then ``--nystrom 100``.
+
 The data points are split over the ranks.
 
 Prints the relative L2 error at t = 0.9 against Cole-Hopf on 256 points; saves
@@ -55,13 +59,20 @@ def main(argv=None) -> float:
     p.add_argument("--optimiser", default="lm")
     p.add_argument("--score-every", type=int, default=10, help="print the error every so many iterations")
     p.add_argument("--cg", type=int, default=100, help="CG iterations per Levenberg-Marquardt step (--optimiser lm)")
+    p.add_argument("--nystrom", type=int, default=0,
+                   help="rank of the Nystrom preconditioner of the CG normal equations (--optimiser lm; 0: none)")
+    p.add_argument("--nystrom-every", type=int, default=10, help="LM iterations between its sketches")
     p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--odd", action="store_true",
                    help="layers without biases: every output is an odd function of x, as the solution is")
+    p.add_argument("--sampler", default="uniform", help="how the data points are drawn (Interval.sample's "
+                   "methods: uniform, sobol, halton, lhs, grid)")
+    p.add_argument("--init", help="start from the network of another run's checkpoint.pt (same --q, --width, "
+                   "--depth and --odd; its data points may differ)")
     args, comm, checkpoint = start(p, argv)
     tab = gauss_legendre(args.q)
     domain = Interval(-1.0, 1.0)
-    x = domain.sample(args.points, "uniform", seed=args.seed)
+    x = domain.sample(args.points, args.sampler, seed=args.seed)
     data = torch.as_tensor(burgers_cole_hopf(x[:, 0].numpy(), [T0])[0])[:, None]
     torch.manual_seed(args.seed)
     layers, n = [], 1
@@ -72,6 +83,8 @@ def main(argv=None) -> float:
     problem = CollocationProblem(net, [runge_kutta_term("rk", x, data, burgers_operator, tab, DT)], domain,
                                  transform=AffineTransform(scale=lambda x: 1 - x[0] ** 2), comm=comm,
                                  jets=not args.no_jets)
+    if args.init:
+        torch.nn.utils.vector_to_parameters(torch.load(args.init)["x"], problem.parameters())
     grid = np.linspace(-1, 1, 256)
     exact = burgers_cole_hopf(grid, [T0 + DT])[0]
 
@@ -88,6 +101,8 @@ def main(argv=None) -> float:
         main_opts = {"tao_gatol": 0.0, "tao_grtol": 0.0, "tao_gttol": 0.0}
     elif args.optimiser == "lm":
         main_opts = {"linear_solver": "cg", "damping": 0.05, "options": {"ksp_max_it": args.cg}}
+        if args.nystrom:
+            main_opts.update(nystrom_rank=args.nystrom, nystrom_every=args.nystrom_every)
     schedule = ([("adam", args.adam, {"lr": 1e-3})] if args.adam else []) + [(args.optimiser, args.iterations,
                                                                               main_opts)]
     result = train(problem, schedule, progress=not args.no_progress, checkpoint=checkpoint, checkpoint_every=100,
