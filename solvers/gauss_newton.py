@@ -271,9 +271,16 @@ class LevenbergMarquardt:
                     self.save(self.checkpoint)
                 if self.callback is not None:
                     self.callback(self)
+        except BaseException as exc:
+            # the model takes the last accepted iterate where every rank raised (a
+            # non-finite loss or gradient is decided on the summed values; one rank):
+            # after a fault on one rank only, a collective here would never return
+            if isinstance(exc, NonFiniteObjectiveError) or self.pvec.mpi.Get_size() == 1:
+                self.evaluator.push(self._x)
+            raise
         finally:
             bar.close()
-            self.evaluator.push(self._x)
+        self.evaluator.push(self._x)
         if self.checkpoint is not None and self.checkpoint_every > 0:
             self.save(self.checkpoint)
         return TaoResult(reason, tao_reason(reason), self.iterations, self.loss,

@@ -30,6 +30,25 @@ _SCRIPTS = {
         pnode.odeint(f, torch.ones(3, dtype=torch.float64), torch.linspace(0, 1, 3, dtype=torch.float64),
                      method="rk4", step_size=0.1, comm=MPI.COMM_WORLD)
     """,
+    # a rank whose residual raises inside Levenberg-Marquardt (CG, Nystrom preconditioner)
+    "levenberg-marquardt": """
+        import torch, pnode
+        from mpi4py import MPI
+        from pnode.solvers import LevenbergMarquardt, Objective
+        rank = MPI.COMM_WORLD.Get_rank()
+        g = torch.Generator().manual_seed(0)
+        A = torch.randn(30, 10, generator=g, dtype=torch.float64)[rank::2]
+        b = torch.randn(30, generator=g, dtype=torch.float64)[rank::2]
+        x = torch.zeros(10, dtype=torch.float64, requires_grad=True)
+        calls = [0]
+        def residual():
+            calls[0] += 1
+            if rank == 1 and calls[0] == 4:
+                raise ValueError("rank one broke")
+            return A @ x - b
+        LevenbergMarquardt([x], Objective(residual=residual), linear_solver="cg", nystrom_rank=4, nystrom_every=1,
+                           progress=False, comm=MPI.COMM_WORLD).solve(max_it=6)
+    """,
 }
 
 
