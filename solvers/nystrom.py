@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from pnode.comm import allreduce_sum_
+from pnode.comm import allgather_blocks, allreduce_sum_
 from pnode.errors import ConfigurationError
 
 
@@ -80,9 +80,9 @@ class NystromPreconditioner:
 
     def factors(self) -> dict[str, torch.Tensor]:
         """The whole ``U`` and the eigenvalues (for a checkpoint; collective)."""
-        full = torch.zeros(self.pvec.numel, self.rank, dtype=torch.float64)
-        full[self.pvec.start:self.pvec.stop] = self.U
-        allreduce_sum_(full, self.pvec.mpi)
+        pv = self.pvec
+        full = torch.empty(pv.numel, self.rank, dtype=torch.float64)
+        allgather_blocks(self.U, [c * self.rank for c in pv.counts], full, pv.mpi)
         return {"U": full, "eigenvalues": self.eigenvalues.clone()}
 
     def load_factors(self, state: dict[str, torch.Tensor]) -> None:
