@@ -15,10 +15,13 @@ pnode.solvers.unrolling.Trainer on a fresh batch per step, at the rates lr, lr/5
   trained ALISTA, then --steps-cpss end-to-end steps at lr 1e-5 and 2e-6.
 * TiLISTA with support selection (tilista-ss: the tied LISTA-CPSS of Liu et al.'s ALISTA
   paper), trained like the networks with learned matrices.
-* ALISTA without support selection (alista-plain, trained like ALISTA) and the networks
-  without support selection started from it (cp-alista, tilista-alista): LISTA-CP's
-  W_k = gamma_k W, TiLISTA's W and gamma_k, with its thresholds; then --steps-cpss
-  end-to-end steps at lr 1e-5 and 2e-6, as LISTA-CPSS from ALISTA.
+* ALISTA without support selection (alista-plain, trained like ALISTA, or end to end with
+  --schedule-plain end-to-end) and the networks without support selection started from
+  it (cp-alista, tilista-alista: LISTACP.from_alista, TiLISTA.from_alista); then
+  --steps-cpss end-to-end steps at lr 1e-5 and 2e-6, as LISTA-CPSS from ALISTA.
+* ALISTA with one step for every layer and no support selection (alista-tied, end to
+  end) and the tied LISTA started from it (lista-alista: LISTA.from_alista, W1 = gamma
+  W^T, S = I - gamma W^T A), fine-tuned the same way.
 
 --methods picks the methods; their curves are merged into nmse_<case>.json in --out
 (with the settings each was trained with), so methods can be trained in separate runs.
@@ -47,17 +50,18 @@ from pnode.solvers.unrolling import (ALISTA, LISTA, LISTACP, LISTACPSS, TiLISTA,
 
 M, N, LAYERS, P_NONZERO = 250, 500, 16, 0.1
 METHODS = ("ista", "fista", "alista", "cpss-alista", "cpss", "cp", "lista", "tilista", "tilista-ss", "alista-plain",
-           "cp-alista", "tilista-alista")
+           "cp-alista", "tilista-alista", "alista-tied", "lista-alista")
 LABELS = {"ista": "ISTA", "fista": "FISTA", "alista": "ALISTA", "cpss-alista": "LISTA-CPSS (from ALISTA)",
           "cpss": "LISTA-CPSS", "cp": "LISTA-CP", "lista": "LISTA (tied)", "tilista": "TiLISTA",
           "tilista-ss": "TiLISTA (support sel.)", "alista-plain": "ALISTA (no support sel.)",
-          "cp-alista": "LISTA-CP (from ALISTA)", "tilista-alista": "TiLISTA (from ALISTA)"}
+          "cp-alista": "LISTA-CP (from ALISTA)", "tilista-alista": "TiLISTA (from ALISTA)",
+          "alista-tied": "ALISTA (one step, no support sel.)", "lista-alista": "LISTA (tied, from ALISTA)"}
 MATRIX_NETS = {"cpss": lambda A: LISTACPSS(A, LAYERS), "cp": lambda A: LISTACP(A, LAYERS),
                "lista": lambda A: LISTA(A, LAYERS, tied=True), "tilista": lambda A: TiLISTA(A, LAYERS),
                "tilista-ss": lambda A: TiLISTA(A, LAYERS, support=support_schedule(LAYERS))}
 SEEDS = {"alista": 10, "cpss-alista": 11, "cp": 12, "lista": 12, "cpss": 13, "tilista": 14, "alista-plain": 15,
-         "cp-alista": 16, "tilista-alista": 17, "tilista-ss": 19}
-FROM_PLAIN = ("cp-alista", "tilista-alista")  # started from alista-plain
+         "cp-alista": 16, "tilista-alista": 17, "tilista-ss": 19, "alista-tied": 20, "lista-alista": 21}
+FROM_PLAIN = {"cp-alista": LISTACP, "tilista-alista": TiLISTA}  # started from alista-plain
 WARM = dict(batch=128, lr=1e-5, decays=(1.0, 0.2))  # the fine-tuning of the networks started from ALISTA
 
 
@@ -73,9 +77,10 @@ def per_layer(net, y, x):
         return [nmse_db(out, x) for out in net(y, every=True)]
 
 
-def train(method, net, sample, args, case, until=None, **kwargs):
-    """Train (resuming from the checkpoint in --out); the training seconds so far."""
-    path = os.path.join(args.out, f"{method}_{case}.pt")
+def train(method, net, sample, args, case, until=None, tag="", **kwargs):
+    """Train (resuming from the checkpoint ``<method><tag>_<case>.pt`` in --out); the
+    training seconds so far."""
+    path = os.path.join(args.out, f"{method}{tag}_{case}.pt")
     trainer = Trainer(net, sample, checkpoint=path, checkpoint_every=50, seed=SEEDS[method],
                       progress=not args.quiet, **kwargs)
     trainer.fit(until)
@@ -83,27 +88,28 @@ def train(method, net, sample, args, case, until=None, **kwargs):
 
 
 def trained_alista(A, sample, args, case, record, method="alista"):
+    """ALISTA (``alista``), without support selection (``alista-plain``: layer-wise or, by
+    --schedule-plain, end to end; ``alista-tied``: one step for every layer, end to end)."""
     t0 = time.perf_counter()
     W = analytic_weight(A)
     record["ALISTA W (KSP) s"] = time.perf_counter() - t0
-    alista = ALISTA(A, W, LAYERS, support_selection=method == "alista")
+    alista = ALISTA(A, W, LAYERS, support_selection=method == "alista", tied_step=method == "alista-tied")
     settings = dict(steps=args.steps, batch=128, lr=1e-2)
-    seconds, steps = train(method, alista, sample, args, case, **settings)
-    return alista, W, seconds, steps, settings
+    schedule = "layerwise" if method == "alista" else "end-to-end" if method == "alista-tied" else args.schedule_plain
+    tag = "-end-to-end" if method == "alista-plain" and schedule == "end-to-end" else ""
+    seconds, steps = train(method, alista, sample, args, case, layerwise=schedule == "layerwise", tag=tag,
+                           **settings)
+    return alista, seconds, steps, dict(schedule=schedule, **settings)
 
 
-def from_plain_alista(method, A, alista, W):
-    """A network without support selection that starts as the trained ``alista``."""
-    gamma, theta = alista.gamma.value.detach(), alista.theta.value.detach()
-    net = LISTACP(A, LAYERS) if method == "cp-alista" else TiLISTA(A, LAYERS)
-    with torch.no_grad():
-        net.theta.value.copy_(theta)
-        if method == "cp-alista":
-            net.W.copy_(gamma.view(-1, 1, 1) * W.unsqueeze(0))
-        else:
-            net.W.copy_(W)
-            net.gamma.value.copy_(gamma)
-    return net
+def warm_started(method, net, start, sample, args, case, results):
+    """Fine-tune ``net``, started from the trained ALISTA ``start``, and record it."""
+    first = per_layer(net, start[0], start[1])
+    seconds, steps = train(method, net, sample, args, case, until=args.until, layerwise=False,
+                           steps=args.steps_cpss, **WARM)
+    results[method] = {"curve": per_layer(net, start[0], start[1]), "start": first, "seconds": seconds,
+                       "trained_steps": steps, "dtype": args.dtype, "steps": args.steps_cpss,
+                       "schedule": f"end-to-end from the trained {start[2]} (seconds: its own)", **WARM}
 
 
 def run_case(snr, args, methods):
@@ -120,34 +126,18 @@ def run_case(snr, args, methods):
             net = Unrolled(A, method, LAYERS, weight=args.weight, learn=False)
             results[method] = {"curve": per_layer(net, y_test, x_test), "dtype": args.dtype,
                                "lambda": args.weight}
-    if "alista" in methods or "cpss-alista" in methods:
-        alista, W, seconds, steps, settings = trained_alista(A, sample, args, case, extra)
-        results["alista"] = {"curve": per_layer(alista, y_test, x_test), "seconds": seconds, "trained_steps": steps,
-                             "schedule": "layerwise", "dtype": args.dtype, **settings}
-        if "cpss-alista" in methods:
-            cpss = LISTACPSS(A, LAYERS)
-            with torch.no_grad():
-                cpss.W.copy_(alista.gamma.value.view(-1, 1, 1) * W.unsqueeze(0))
-                cpss.theta.value.copy_(alista.theta.value)
-            settings = dict(steps=args.steps_cpss, **WARM)
-            seconds, steps = train("cpss-alista", cpss, sample, args, case, layerwise=False, **settings)
-            results["cpss-alista"] = {"curve": per_layer(cpss, y_test, x_test), "seconds": seconds,
-                "trained_steps": steps, "schedule": "end-to-end from the trained ALISTA (seconds: its own)",
-                "dtype": args.dtype, **settings}
-    if any(m in methods for m in ("alista-plain",) + FROM_PLAIN):
-        plain, W, seconds, steps, settings = trained_alista(A, sample, args, case, extra, "alista-plain")
-        results["alista-plain"] = {"curve": per_layer(plain, y_test, x_test), "seconds": seconds,
-                                   "trained_steps": steps, "schedule": "layerwise", "dtype": args.dtype, **settings}
-        for method in FROM_PLAIN:
+    groups = (("alista", {"cpss-alista": LISTACPSS}), ("alista-plain", FROM_PLAIN),
+              ("alista-tied", {"lista-alista": LISTA}))
+    for base, children in groups:
+        if base not in methods and not set(children) & set(methods):
+            continue
+        alista, seconds, steps, settings = trained_alista(A, sample, args, case, extra, base)
+        results[base] = {"curve": per_layer(alista, y_test, x_test), "seconds": seconds, "trained_steps": steps,
+                         "dtype": args.dtype, **settings}
+        for method, kind in children.items():
             if method in methods:
-                net = from_plain_alista(method, A, plain, W)
-                start = per_layer(net, y_test, x_test)
-                seconds, steps = train(method, net, sample, args, case, until=args.until, layerwise=False,
-                                       steps=args.steps_cpss, **WARM)
-                results[method] = {"curve": per_layer(net, y_test, x_test), "start": start, "seconds": seconds,
-                                   "trained_steps": steps, "dtype": args.dtype, "steps": args.steps_cpss,
-                                   "schedule": "end-to-end from the trained ALISTA without support selection "
-                                               "(seconds: its own)", **WARM}
+                warm_started(method, kind.from_alista(alista), (y_test, x_test, LABELS[base]), sample, args, case,
+                             results)
     for method, make in MATRIX_NETS.items():
         if method in methods:
             net = make(A)
@@ -203,7 +193,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/sparse")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)}")
-    parser.add_argument("--steps", type=int, default=50, help="ALISTA's steps per learning rate and stage")
+    parser.add_argument("--steps", type=int, default=50, help="ALISTA's steps per learning rate (and stage)")
+    parser.add_argument("--schedule-plain", choices=("layerwise", "end-to-end"), default="layerwise",
+                        help="the schedule of ALISTA without support selection (alista-plain)")
     parser.add_argument("--steps-cpss", type=int, default=50,
                         help="end-to-end steps per learning rate (two rates) of the networks started from ALISTA")
     parser.add_argument("--steps-matrix", type=int, default=10,

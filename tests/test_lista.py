@@ -1,13 +1,14 @@
 """The LISTA family: ALISTA's analytic weight (PETSc CG) against the dense closed form and
-its constraints, the networks' starting points against ISTA, ALISTA on a PETSc Mat against
-the tensor network, and the trainer (loss goes down; a resumed run equals an unbroken one)."""
+its constraints, the networks' starting points against ISTA and against a trained ALISTA
+(``from_alista``), ALISTA on a PETSc Mat against the tensor network, and the trainer (loss
+goes down; a resumed run equals an unbroken one)."""
 import pytest
 import torch
 
 from pnode import ConfigurationError
 from pnode.solvers.unrolling import (ALISTA, LISTA, LISTACP, LISTACPSS, TiLISTA, Trainer, Unrolled,
                                      analytic_weight, bernoulli_gaussian, gaussian_dictionary,
-                                     measurements, mutual_coherence, nmse_db, support_schedule)
+                                     SupportSelection, measurements, mutual_coherence, nmse_db, support_schedule)
 from unrolling_cases import aij, sparse_problem
 
 
@@ -34,6 +35,38 @@ def test_networks_start_as_ista():
     assert LISTA(A, 4).W1.shape == (1, 40, 20) and LISTACP(A, 4).W.shape == (4, 20, 40)
     cpss = LISTACPSS(A, 4)
     assert [m.fraction for m in cpss.proxes] == support_schedule(4)
+
+
+def trained_like(alista: ALISTA) -> ALISTA:
+    """``alista`` with steps and thresholds moved off their start, one value per layer."""
+    with torch.no_grad():
+        alista.gamma.value.mul_(torch.linspace(0.7, 1.3, alista.gamma.value.numel(), dtype=torch.float64))
+        alista.theta.value.mul_(torch.linspace(1.5, 0.4, alista.layers, dtype=torch.float64))
+    return alista
+
+
+def test_networks_start_as_the_alista_they_come_from():
+    A, _, y = sparse_problem()
+    W = analytic_weight(A)
+    ss, plain, tied = (trained_like(ALISTA(A, W, 4, **kw)) for kw in
+                       ({}, {"support_selection": False}, {"support_selection": False, "tied_step": True}))
+    assert tied.gamma.value.numel() == 1 and plain.gamma.value.numel() == 4
+    cases = [(LISTACPSS, ss), (LISTACP, ss), (TiLISTA, ss), (LISTACP, plain), (TiLISTA, plain), (LISTACP, tied),
+             (LISTA, tied)]
+    for kind, alista in cases:
+        net = kind.from_alista(alista)
+        assert type(net) is kind
+        assert torch.allclose(net(y), alista(y), rtol=1e-10, atol=1e-12), (kind.__name__, alista)
+        assert not torch.allclose(net(y), Unrolled(A, "ista", 4, weight=0.1, learn=False)(y))
+    assert isinstance(LISTACP.from_alista(ss).proxes[0], SupportSelection)
+    with pytest.raises(ConfigurationError, match="tied_step=True"):
+        LISTA.from_alista(plain)
+    with pytest.raises(ConfigurationError, match="tied_step=True"):
+        LISTA.from_alista(ss)
+    with pytest.raises(ConfigurationError, match="with support selection"):
+        LISTACPSS.from_alista(plain)
+    with pytest.raises(ConfigurationError, match="needs an ALISTA"):
+        LISTACP.from_alista(LISTACP(A, 4))
 
 
 def test_alista_on_a_petsc_mat_equals_the_tensor_network():

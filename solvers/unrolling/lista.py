@@ -14,6 +14,9 @@ after each layer). ``A`` is a torch matrix or a PETSc Mat (:func:`.operators.as_
   with support selection by default. Its ``W`` may be a PETSc Mat laid out like ``A``,
   so ALISTA runs on an operator split over ranks.
 
+Each network with learned matrices can start as a trained ALISTA (``from_alista``): the
+same outputs, then trained further (the warm start of the benchmarks).
+
 Networks with learned matrices hold them as torch tensors, so they need ``A`` whole on
 each rank (a tensor, or a Mat on one rank).
 """
@@ -44,6 +47,18 @@ def dense_matrix(op: Operator) -> torch.Tensor:
         return op.matrix
     with torch.no_grad():
         return op.forward(torch.eye(op.shape[1], dtype=op.dtype)).T.contiguous()
+
+
+def alista_parts(alista: "ALISTA") -> tuple[Operator, torch.Tensor, torch.Tensor, torch.Tensor, list[float] | None]:
+    """A trained ALISTA's operator, its ``W`` whole, its steps and thresholds (one per
+    layer, detached) and its support fractions (None without support selection): what
+    the ``from_alista`` constructors start a network with learned matrices from."""
+    if not isinstance(alista, ALISTA):
+        raise ConfigurationError(f"from_alista needs an ALISTA network, got {type(alista).__name__}")
+    gamma = alista.gamma.value.detach()
+    gamma = gamma.expand(alista.layers) if alista.gamma.tied else gamma
+    support = [p.fraction for p in alista.proxes] if isinstance(alista.proxes[0], SupportSelection) else None
+    return alista.op, dense_matrix(alista.W), gamma.clone(), alista.theta.value.detach().clone(), support
 
 
 class _SparseNet(torch.nn.Module):
@@ -106,6 +121,24 @@ class LISTA(_SparseNet):
 
     stacks = ("W1", "S")
 
+    @classmethod
+    def from_alista(cls, alista: "ALISTA") -> "LISTA":
+        """The tied LISTA that computes what ``alista`` does: ``W1 = gamma W^T``,
+        ``S = I - gamma W^T A`` and its thresholds. ``alista`` needs one step for every
+        layer (``tied_step=True``) and no support selection."""
+        op, W, gamma, theta, support = alista_parts(alista)
+        if support is not None or not alista.gamma.tied:
+            raise ConfigurationError(
+                "a tied LISTA starts from an ALISTA with one step for every layer (tied_step=True) and no "
+                "support selection (support_selection=False)")
+        net = cls(op, alista.layers)
+        matrix = dense_matrix(op)
+        with torch.no_grad():
+            net.W1.copy_(gamma[0] * W.T)
+            net.S.copy_(torch.eye(matrix.shape[1], dtype=matrix.dtype) - gamma[0] * W.T @ matrix)
+            net.theta.value.copy_(theta)
+        return net
+
     def update(self, k, x, y, rows):
         j = 0 if self.tied else k
         return y @ rows["W1"][j].T + x @ rows["S"][j].T
@@ -127,6 +160,17 @@ class LISTACP(_SparseNet):
     def update(self, k, x, y, rows):
         return x + (y - self.op(x)) @ rows["W"][0 if self.tied else k]
 
+    @classmethod
+    def from_alista(cls, alista: "ALISTA"):
+        """The network (untied) that computes what ``alista`` does: ``W_k = gamma_k W``,
+        its thresholds and its support selection, if any."""
+        op, W, gamma, theta, support = alista_parts(alista)
+        net = cls(op, alista.layers, support=support)
+        with torch.no_grad():
+            net.W.copy_(gamma.view(-1, 1, 1) * W.unsqueeze(0))
+            net.theta.value.copy_(theta)
+        return net
+
 
 class LISTACPSS(LISTACP):
     """LISTA-CP with support selection (:func:`support_schedule` unless ``support=``)."""
@@ -134,6 +178,14 @@ class LISTACPSS(LISTACP):
     def __init__(self, A, layers: int = 16, weight: float = 0.1, tied: bool = False,
                  support: list[float] | None = None):
         super().__init__(A, layers, weight, tied, support if support is not None else support_schedule(layers))
+
+    @classmethod
+    def from_alista(cls, alista: "ALISTA") -> "LISTACPSS":
+        """LISTA-CP's :meth:`LISTACP.from_alista`, from an ALISTA with support selection."""
+        if not isinstance(alista.proxes[0], SupportSelection):
+            raise ConfigurationError("LISTA-CPSS starts from an ALISTA with support selection; "
+                                     "use LISTACP.from_alista for one without")
+        return super().from_alista(alista)
 
 
 class TiLISTA(_SparseNet):
@@ -148,14 +200,28 @@ class TiLISTA(_SparseNet):
     def update(self, k, x, y, rows):
         return x + self.gamma(k) * ((y - self.op(x)) @ self.W)
 
+    @classmethod
+    def from_alista(cls, alista: "ALISTA") -> "TiLISTA":
+        """The TiLISTA that computes what ``alista`` does: its ``W``, steps, thresholds
+        and support selection, if any."""
+        op, W, gamma, theta, support = alista_parts(alista)
+        net = cls(op, alista.layers, support=support)
+        with torch.no_grad():
+            net.W.copy_(W)
+            net.gamma.value.copy_(gamma)
+            net.theta.value.copy_(theta)
+        return net
+
 
 class ALISTA(_SparseNet):
     """``x <- eta(x - gamma_k W^T (A x - y), theta_k)`` with ``W`` fixed (a torch matrix,
     a PETSc Mat laid out like ``A`` or an Operator; :func:`.coherence.analytic_weight`),
-    support selection by default; only ``gamma_k`` (start 1) and ``theta_k`` are learned."""
+    support selection by default; only ``gamma_k`` (start 1) and ``theta_k`` are learned.
+    ``tied_step=True``: one step ``gamma`` for every layer (the start of a tied LISTA,
+    :meth:`LISTA.from_alista`)."""
 
     def __init__(self, A, W, layers: int = 16, weight: float = 0.1, support: list[float] | None = None,
-                 support_selection: bool = True):
+                 support_selection: bool = True, tied_step: bool = False):
         if support is None and support_selection:
             support = support_schedule(layers)
         super().__init__(A, layers, weight, support)
@@ -165,7 +231,7 @@ class ALISTA(_SparseNet):
                 f"ALISTA's W must have A's shape and layout: A is {self.op.shape} with local "
                 f"({self.op.m_local}, {self.op.n_local}), W is {self.W.shape} with local "
                 f"({self.W.m_local}, {self.W.n_local})")
-        self.gamma = IterationParameter(1.0, layers, dtype=self.op.dtype)
+        self.gamma = IterationParameter(1.0, layers, tied=tied_step, dtype=self.op.dtype)
         with torch.no_grad():  # thresholds on W's scale: the steps are ~1 instead of ~1/L
             self.theta.value.mul_(self.L)
 
