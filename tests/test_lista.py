@@ -65,8 +65,9 @@ def test_networks_start_as_the_alista_they_come_from():
         LISTA.from_alista(ss)
     with pytest.raises(ConfigurationError, match="with support selection"):
         LISTACPSS.from_alista(plain)
-    with pytest.raises(ConfigurationError, match="needs an ALISTA"):
-        LISTACP.from_alista(LISTACP(A, 4))
+    for kind in (LISTA, LISTACP, LISTACPSS, TiLISTA):
+        with pytest.raises(ConfigurationError, match="needs an ALISTA"):
+            kind.from_alista(LISTACP(A, 4))
 
 
 def test_alista_on_a_petsc_mat_equals_the_tensor_network():

@@ -53,12 +53,17 @@ def alista_parts(alista: "ALISTA") -> tuple[Operator, torch.Tensor, torch.Tensor
     """A trained ALISTA's operator, its ``W`` whole, its steps and thresholds (one per
     layer, detached) and its support fractions (None without support selection): what
     the ``from_alista`` constructors start a network with learned matrices from."""
-    if not isinstance(alista, ALISTA):
-        raise ConfigurationError(f"from_alista needs an ALISTA network, got {type(alista).__name__}")
+    support = alista_support(alista)
     gamma = alista.gamma.value.detach()
     gamma = gamma.expand(alista.layers) if alista.gamma.tied else gamma
-    support = [p.fraction for p in alista.proxes] if isinstance(alista.proxes[0], SupportSelection) else None
     return alista.op, dense_matrix(alista.W), gamma.clone(), alista.theta.value.detach().clone(), support
+
+
+def alista_support(alista: "ALISTA") -> list[float] | None:
+    """The support fractions of an ALISTA's layers (None without support selection)."""
+    if not isinstance(alista, ALISTA):
+        raise ConfigurationError(f"from_alista needs an ALISTA network, got {type(alista).__name__}")
+    return [p.fraction for p in alista.proxes] if isinstance(alista.proxes[0], SupportSelection) else None
 
 
 class _SparseNet(torch.nn.Module):
@@ -182,7 +187,7 @@ class LISTACPSS(LISTACP):
     @classmethod
     def from_alista(cls, alista: "ALISTA") -> "LISTACPSS":
         """LISTA-CP's :meth:`LISTACP.from_alista`, from an ALISTA with support selection."""
-        if not isinstance(alista.proxes[0], SupportSelection):
+        if alista_support(alista) is None:
             raise ConfigurationError("LISTA-CPSS starts from an ALISTA with support selection; "
                                      "use LISTACP.from_alista for one without")
         return super().from_alista(alista)
