@@ -122,6 +122,22 @@ class Hierarchy:
         """``coarse = P^T fine``: a gradient of level ``level`` on level ``level - 1``."""
         self._P[self._level(level)].multTranspose(fine, coarse)
 
+    def prolong_models(self, start: int = 0) -> None:
+        """Set the model of every level above ``start`` to the prolongation of the one
+        below it, starting from level ``start``'s parameters. With a
+        :class:`DepthHierarchy` the finer networks' weights are then piecewise linear in
+        depth (smooth), and injection gives each coarser level back exactly."""
+        if not 0 <= start < len(self.models) - 1:
+            raise ConfigurationError(f"start must lie in [0, {len(self.models) - 2}], got {start}")
+        coarse = self.pvecs[start].pull(self.pvecs[start].duplicate())
+        for level in range(start + 1, len(self.models)):
+            fine = self.pvecs[level].duplicate()
+            self.prolong(level, coarse, fine)
+            self.pvecs[level].push(fine)
+            coarse.destroy()
+            coarse = fine
+        coarse.destroy()
+
     def prolongation_norm(self, level: int) -> float:
         """An upper bound on ``||P||_2`` (``sqrt(||P||_1 ||P||_inf)``)."""
         return self._norms[self._level(level)]

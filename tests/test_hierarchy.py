@@ -80,6 +80,28 @@ def test_a_prolongated_coarse_network_approximates_the_coarse_network():
     H.destroy()
 
 
+def test_prolong_models_sets_each_finer_level_to_the_prolongation_of_the_one_below():
+    torch.manual_seed(2)
+    models = mlp_resnet(2, 3, 1, coarse_blocks=3, levels=3)
+    H = DepthHierarchy(models)
+    x0, x1, x2 = (flat_params(m).clone() for m in models)
+    H.prolong_models(1)
+    assert torch.equal(flat_params(models[0]), x0) and torch.equal(flat_params(models[1]), x1)
+    assert torch.allclose(flat_params(models[2]), H.matrix(2) @ x1, rtol=0, atol=1e-15)
+    assert not torch.allclose(flat_params(models[2]), x2)
+    H.prolong_models()
+    assert torch.equal(flat_params(models[0]), x0)
+    assert torch.allclose(flat_params(models[1]), H.matrix(1) @ x0, rtol=0, atol=1e-15)
+    assert torch.allclose(flat_params(models[2]), H.matrix(2) @ H.matrix(1) @ x0, rtol=0, atol=1e-15)
+    # the finest weights are smooth in depth: injection gives the coarsest level back
+    R = H.matrix(1, "restriction") @ H.matrix(2, "restriction")
+    assert torch.equal(R @ flat_params(models[2]), x0)
+    for bad in (-1, 2):
+        with pytest.raises(ConfigurationError, match="start must lie in"):
+            H.prolong_models(bad)
+    H.destroy()
+
+
 def test_convolutional_residual_networks_form_a_hierarchy():
     def block():
         return torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3, padding=1), torch.nn.Tanh()).to(DT)
