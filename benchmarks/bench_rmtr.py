@@ -91,11 +91,15 @@ class Curve:
         return None
 
 
+def hierarchy_of(models, restriction: str = "injection"):
+    kind = StepCountHierarchy if isinstance(models[0], EulerNeuralODE) else DepthHierarchy
+    return kind(models, comm=SELF, restriction=restriction)
+
+
 def run_rmtr(models, loss, cycles: int, args, nested: int = 0) -> Curve:
     """RMTR from the fine parameters, or (``nested`` > 0) after a nested iteration of
     ``nested`` cycles per coarse level (its cost is the curve's first point)."""
-    kind = StepCountHierarchy if isinstance(models[0], EulerNeuralODE) else DepthHierarchy
-    H = kind(models, comm=SELF, restriction=args.restriction)
+    H = hierarchy_of(models, args.restriction)
     opt = RMTR(H, rmtr=RMTRSettings(cycle=args.cycle, pre_smoothing=args.pre_smoothing), memory=args.memory)
     name = f"RMTR ({args.cycle}, {len(models)} levels)" + (f" + nested iteration ({nested})" if nested else "")
     curve = Curve(name)
@@ -109,9 +113,11 @@ def run_rmtr(models, loss, cycles: int, args, nested: int = 0) -> Curve:
     return curve
 
 
-def run_tr(model, loss, iterations: int, memory: int) -> Curve:
+def run_tr(model, loss, iterations: int, memory: int, curve: Curve | None = None, spent: float = 0.0) -> Curve:
+    """Single-level TR from ``model``; ``curve`` and ``spent`` (gradients) carry on the
+    curve of what ran before it."""
     opt = TrustRegion(model, comm=SELF, memory=memory)
-    curve = Curve("TR (L-SR1, one level)")
+    curve = Curve("TR (L-SR1, one level)") if curve is None else curve
 
     def closure():
         return loss(model)
@@ -119,9 +125,30 @@ def run_tr(model, loss, iterations: int, memory: int) -> Curve:
         f = opt.step(closure)
         if not curve.rows:
             curve.add(1, opt.history["loss"][0])
-        curve.add(opt.evaluator.gradients, f)
+        curve.add(spent + opt.evaluator.gradients, f)
     opt.destroy()
     return curve
+
+
+def run_nested_tr(models, loss, iterations: int, args) -> Curve:
+    """RMTR's nested iteration (``args.nested`` cycles per coarse level), then single-level
+    TR on the finest level: what the multilevel start alone gives."""
+    H = hierarchy_of(models, args.restriction)
+    opt = RMTR(H, rmtr=RMTRSettings(cycle=args.cycle, pre_smoothing=args.pre_smoothing), memory=args.memory)
+    curve = Curve(f"nested iteration ({args.nested}) + TR")
+    first = opt.nested_iteration(loss, args.nested)
+    spent = opt.gradient_evaluations
+    curve.add(spent, first)
+    opt.destroy()
+    H.destroy()
+    return run_tr(models[-1], loss, iterations, args.memory, curve, spent)
+
+
+def smooth_in_depth(models) -> None:
+    """Set the finer levels to the prolongation of the coarsest level's random weights."""
+    H = hierarchy_of(models)
+    H.prolong_models()
+    H.destroy()
 
 
 def run_tao(model, loss, iterations: int) -> Curve:
@@ -181,11 +208,17 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--memory", type=int, default=10, help="L-SR1 pairs (RMTR and TR)")
     p.add_argument("--nested", type=int, default=10, help="cycles per coarse level of the nested-iteration run")
     p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--init", choices=("random", "smooth"), default="random",
+                   help="smooth: the finer levels start as the prolongation of the coarsest level's random weights")
+    p.add_argument("--methods", default="rmtr,nested,tr,tao,adam",
+                   help="comma-separated, of rmtr, nested, tr (needed), tao, adam, nested-tr")
     p.add_argument("--out", default="out/bench_rmtr")
     args, petsc_args = p.parse_known_args(argv[1:])
     for name, value in DEFAULTS[args.problem].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if "tr" not in args.methods.split(","):
+        p.error("--methods needs tr (its final loss is the target)")
     pnode.init([argv[0]] + petsc_args)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -193,14 +226,19 @@ def main(argv: list[str]) -> dict:
     make = {"digits": digits_problem, "regression": regression_problem,
             "node": lambda *a: regression_problem(*a, network=EulerNeuralODE)}[args.problem]
     models, loss, accuracy = make(args.levels, args.coarse_blocks, args.width)
+    if args.init == "smooth":
+        smooth_in_depth(models)
     fine0 = copy.deepcopy(models[-1])
     curves, accuracies = [], {}
     for name, run in (("rmtr", lambda m: run_rmtr(models, loss, args.cycles, args)),
                       ("nested", lambda m: run_rmtr(models, loss, args.cycles, args, args.nested)),
                       ("tr", lambda m: run_tr(m, loss, args.tr_iterations, args.memory)),
                       ("tao", lambda m: run_tao(m, loss, args.tr_iterations)),
-                      ("adam", lambda m: run_adam(m, loss, args.tr_iterations, args.lr))):
-        if name in ("rmtr", "nested"):
+                      ("adam", lambda m: run_adam(m, loss, args.tr_iterations, args.lr)),
+                      ("nested-tr", lambda m: run_nested_tr(models, loss, args.tr_iterations, args))):
+        if name not in args.methods.split(","):
+            continue
+        if name in ("rmtr", "nested", "nested-tr"):
             models[-1].load_state_dict(fine0.state_dict())
             model = models[-1]
         else:
@@ -208,9 +246,9 @@ def main(argv: list[str]) -> dict:
         curves.append(run(model))
         if accuracy is not None:
             accuracies[curves[-1].name] = accuracy(model)
-    tr = curves[2]
+    tr = next(c for c in curves if c.name.startswith("TR"))
     target, budget = tr.rows[-1][2], tr.rows[-1][0]
-    report = {"problem": args.problem, "blocks": len(models[-1].blocks), "levels": args.levels,
+    report = {"problem": args.problem, "blocks": len(models[-1].blocks), "levels": args.levels, "init": args.init,
               "parameters": sum(p.numel() for p in fine0.parameters()), "tr_final_loss": target,
               "tr_cost": tr.rows[-1][:2], "methods": {}}
     for c in curves:
@@ -235,7 +273,9 @@ def main(argv: list[str]) -> dict:
         at_budget = "" if m["loss_at_tr_budget"] is None else f"{m['loss_at_tr_budget']:.3e}"
         print(f"| {name} | {m['final_loss']:.3e} | {m['final_cost'][0]:.0f} | {m['final_cost'][1]:.1f} | {at_budget} "
               f"| {at} | {acc} |")
-    for c in curves[:2]:
+    for c in curves:
+        if c is tr or not ("RMTR" in c.name or "nested" in c.name):
+            continue
         m = report["methods"][c.name]
         ratios = ("not reached" if m["gradient_ratio"] is None else
                   f"{m['gradient_ratio']:.2f}x fewer gradient evaluations, {m['time_ratio']:.2f}x less wall time")
