@@ -96,11 +96,16 @@ def hierarchy_of(models, restriction: str = "injection"):
     return kind(models, comm=SELF, restriction=restriction)
 
 
+def rmtr_of(models, args):
+    """The hierarchy of ``models`` and RMTR on it, with the run's settings."""
+    H = hierarchy_of(models, args.restriction)
+    return H, RMTR(H, rmtr=RMTRSettings(cycle=args.cycle, pre_smoothing=args.pre_smoothing), memory=args.memory)
+
+
 def run_rmtr(models, loss, cycles: int, args, nested: int = 0) -> Curve:
     """RMTR from the fine parameters, or (``nested`` > 0) after a nested iteration of
     ``nested`` cycles per coarse level (its cost is the curve's first point)."""
-    H = hierarchy_of(models, args.restriction)
-    opt = RMTR(H, rmtr=RMTRSettings(cycle=args.cycle, pre_smoothing=args.pre_smoothing), memory=args.memory)
+    H, opt = rmtr_of(models, args)
     name = f"RMTR ({args.cycle}, {len(models)} levels)" + (f" + nested iteration ({nested})" if nested else "")
     curve = Curve(name)
     first = opt.nested_iteration(loss, nested) if nested else opt.prepare(loss)
@@ -133,8 +138,7 @@ def run_tr(model, loss, iterations: int, memory: int, curve: Curve | None = None
 def run_nested_tr(models, loss, iterations: int, args) -> Curve:
     """RMTR's nested iteration (``args.nested`` cycles per coarse level), then single-level
     TR on the finest level: what the multilevel start alone gives."""
-    H = hierarchy_of(models, args.restriction)
-    opt = RMTR(H, rmtr=RMTRSettings(cycle=args.cycle, pre_smoothing=args.pre_smoothing), memory=args.memory)
+    H, opt = rmtr_of(models, args)
     curve = Curve(f"nested iteration ({args.nested}) + TR")
     first = opt.nested_iteration(loss, args.nested)
     spent = opt.gradient_evaluations
@@ -217,7 +221,8 @@ def main(argv: list[str]) -> dict:
     for name, value in DEFAULTS[args.problem].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if "tr" not in args.methods.split(","):
+    methods = args.methods.split(",")
+    if "tr" not in methods:
         p.error("--methods needs tr (its final loss is the target)")
     pnode.init([argv[0]] + petsc_args)
     torch.set_num_threads(1)
@@ -236,7 +241,7 @@ def main(argv: list[str]) -> dict:
                       ("tao", lambda m: run_tao(m, loss, args.tr_iterations)),
                       ("adam", lambda m: run_adam(m, loss, args.tr_iterations, args.lr)),
                       ("nested-tr", lambda m: run_nested_tr(models, loss, args.tr_iterations, args))):
-        if name not in args.methods.split(","):
+        if name not in methods:
             continue
         if name in ("rmtr", "nested", "nested-tr"):
             models[-1].load_state_dict(fine0.state_dict())
