@@ -13,6 +13,14 @@ weighs its parameter count over the finest level's) and wall time, both measured
 one process. The figure of merit is the cost RMTR needs to reach single-level TR's final
 training loss, against TR's own cost for it: the ratios are printed and written, with
 the curves, to OUT/<problem>.json and OUT/<problem>.png.
+
+``--hybrid B`` runs RMTR, TR and their nested-iteration variants in the hybrid mode
+instead: each step sees a mini-batch of the training set (``HybridBatches``, from ``B``
+samples, growing by ``BatchGrowth``'s defaults to the whole set), a gradient on ``b``
+samples counts as ``b / n`` of a full one, and the curves hold the full training loss
+after each step (evaluated outside the timed run):
+
+    python benchmarks/bench_rmtr.py --problem digits --hybrid 180 --methods rmtr,nested,tr,nested-tr
 """
 from __future__ import annotations
 
@@ -31,8 +39,9 @@ from mpi4py import MPI
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import pnode  # noqa: E402
-from pnode.solvers import (RMTR, DepthHierarchy, EulerNeuralODE, Objective, RMTRSettings,  # noqa: E402
-                           ResidualNetwork, StepCountHierarchy, TaoSolver, TrustRegion, mlp_resnet)
+from pnode.solvers import (RMTR, BatchGrowth, DepthHierarchy, EulerNeuralODE, HybridBatches,  # noqa: E402
+                           Objective, RMTRSettings, ResidualNetwork, StepCountHierarchy, TaoSolver, TrustRegion,
+                           mlp_resnet)
 
 DT = torch.float64
 SELF = MPI.COMM_SELF
@@ -45,43 +54,95 @@ DEFAULTS = {"digits": {"levels": 4, "coarse_blocks": 5, "width": 16, "tr_iterati
 
 def digits_problem(levels: int, coarse_blocks: int, width: int, weight_decay: float = 1e-3):
     """The example's network and loss (cross entropy plus its L2 penalty) on the whole
-    training set (the split of the table in docs/benchmarks.md: 1438 training images, no
-    validation set, pixels in [0, 1])."""
+    training set (the split of the table in docs/benchmarks.md: 1437 training images, no
+    validation set, pixels in [0, 1]); ``loss(model, idx)`` is the loss on the samples
+    ``idx`` only (the penalty in full)."""
     from rmtr_digits import digits_data, penalty
 
     (xtr, ytr), _, (xte, yte) = digits_data(val_fraction=0.0, standardise=False)
     torch.manual_seed(0)
     models = mlp_resnet(64, width, 10, coarse_blocks, levels, horizon=2.0)
 
-    def loss(model):
-        return torch.nn.functional.cross_entropy(model(xtr), ytr) + penalty(model, weight_decay)
+    def loss(model, idx=None):
+        x, y = (xtr, ytr) if idx is None else (xtr[idx], ytr[idx])
+        return torch.nn.functional.cross_entropy(model(x), y) + penalty(model, weight_decay)
 
     def accuracy(model):
         with torch.no_grad():
             return float((model(xte).argmax(1) == yte).double().mean())
-    return models, loss, accuracy
+    return models, loss, len(ytr), accuracy
 
 
-def regression_problem(levels: int, coarse_blocks: int, width: int, network=ResidualNetwork):
+def regression_problem(levels: int, coarse_blocks: int, width: int, network=ResidualNetwork, samples: int = 512):
+    """``samples`` random points of the smooth 2-D function, the mean-square loss."""
     g = torch.Generator().manual_seed(1)
-    x = 2 * torch.rand(512, 2, generator=g, dtype=DT) - 1
+    x = 2 * torch.rand(samples, 2, generator=g, dtype=DT) - 1
     y = torch.sin(3 * x[:, :1]) * torch.cos(2 * x[:, 1:]) + 0.5 * x[:, :1] * x[:, 1:]
     torch.manual_seed(0)
     models = mlp_resnet(2, width, 1, coarse_blocks, levels, horizon=2.0, network=network)
 
-    def loss(model):
-        return 0.5 * ((model(x) - y) ** 2).mean()
-    return models, loss, None
+    def loss(model, idx=None):
+        xs, ys = (x, y) if idx is None else (x[idx], y[idx])
+        return 0.5 * ((model(xs) - ys) ** 2).mean()
+    return models, loss, len(y), None
+
+
+class Data:
+    """The losses a method sees: the full-batch ``loss`` itself (``initial`` = None), or
+    the hybrid mode's mini-batches of ``n`` samples, growing from ``initial`` by
+    :class:`BatchGrowth`'s defaults (doubling after 3 steps without a 1% decrease) to the
+    whole set, where ``loss`` itself comes back again (so a solver reuses its evaluation)."""
+
+    def __init__(self, loss, n: int, initial: int | None):
+        self.loss, self.n = loss, n
+        self.batches = None if initial is None else HybridBatches(n, BatchGrowth(min(initial, n), n), SELF)
+
+    @property
+    def full(self) -> bool:
+        return self.batches is None or self.batches.growth.full
+
+    def next(self):
+        """The next closure ``closure(model)`` and the weight of one of its gradients in
+        full-batch gradients (batch size over ``n``)."""
+        if self.full:
+            return self.loss, 1.0
+        idx, size = self.batches.next()
+        return (lambda model: self.loss(model, idx)), size / self.n
+
+    @property
+    def weight(self) -> float:
+        """The next batch's size over ``n``."""
+        return 1.0 if self.full else self.batches.growth.size / self.n
+
+    def record(self, loss: float) -> None:
+        if self.batches is not None:
+            self.batches.record(loss)
+
+    @property
+    def steps_before_full(self) -> int | None:
+        """Steps taken on mini-batches (None: full batch throughout, or never reached)."""
+        if self.batches is None or not self.full:
+            return None
+        return self.batches.growth.sizes.index(self.n)
 
 
 class Curve:
-    """(effective gradient evaluations, seconds, loss) after each iteration of one method."""
+    """(effective gradient evaluations, seconds, full training loss) after each iteration
+    of one method; the time spent evaluating a mini-batch method's full loss for the
+    curve is left out of its seconds."""
 
-    def __init__(self, name: str):
-        self.name, self.rows, self._t0 = name, [], time.perf_counter()
+    def __init__(self, name: str, data: Data | None = None):
+        self.name, self.data, self.rows, self._t0 = name, data, [], time.perf_counter()
 
-    def add(self, gradients: float, loss: float) -> None:
-        self.rows.append((float(gradients), time.perf_counter() - self._t0, float(loss)))
+    def add(self, gradients: float, loss: float | None, model: torch.nn.Module | None = None) -> None:
+        """Add a point; ``loss`` is the method's loss on the batch it stepped on (None:
+        evaluate ``model``'s)."""
+        seconds = time.perf_counter() - self._t0
+        if loss is None or not (self.data is None or self.data.full):
+            with torch.no_grad():
+                loss = float(self.data.loss(model))
+            self._t0 += time.perf_counter() - self._t0 - seconds
+        self.rows.append((float(gradients), seconds, float(loss)))
 
     def reach(self, target: float) -> tuple[float, float] | None:
         """Cost (gradients, seconds) at the first point at or below ``target``."""
@@ -102,50 +163,65 @@ def rmtr_of(models, args):
     return H, RMTR(H, rmtr=RMTRSettings(cycle=args.cycle, pre_smoothing=args.pre_smoothing), memory=args.memory)
 
 
-def run_rmtr(models, loss, cycles: int, args, nested: int = 0) -> Curve:
+def run_rmtr(models, data: Data, cycles: int, args, nested: int = 0) -> Curve:
     """RMTR from the fine parameters, or (``nested`` > 0) after a nested iteration of
-    ``nested`` cycles per coarse level (its cost is the curve's first point)."""
+    ``nested`` cycles per coarse level on the first batch (its cost is the curve's first
+    point)."""
     H, opt = rmtr_of(models, args)
     name = f"RMTR ({args.cycle}, {len(models)} levels)" + (f" + nested iteration ({nested})" if nested else "")
-    curve = Curve(name)
-    first = opt.nested_iteration(loss, nested) if nested else opt.prepare(loss)
-    curve.add(opt.gradient_evaluations, first)
+    curve, spent = Curve(name, data), 0.0
+
+    def step(closure, weight, run):
+        nonlocal spent
+        before = opt.gradient_evaluations
+        f = run(closure)
+        spent += weight * (opt.gradient_evaluations - before)
+        curve.add(spent, f, models[-1])
+        data.record(f)
+    closure, weight = data.next()
+    step(closure, weight, (lambda c: opt.nested_iteration(c, nested)) if nested else opt.prepare)
     for _ in range(cycles):
-        f = opt.step(loss)
-        curve.add(opt.gradient_evaluations, f)
+        step(*data.next(), opt.step)
     opt.destroy()
     H.destroy()
     return curve
 
 
-def run_tr(model, loss, iterations: int, memory: int, curve: Curve | None = None, spent: float = 0.0) -> Curve:
+def run_tr(model, data: Data, iterations: int, memory: int, curve: Curve | None = None,
+           spent: float = 0.0, name: str = "TR (L-SR1, one level)") -> Curve:
     """Single-level TR from ``model``; ``curve`` and ``spent`` (gradients) carry on the
     curve of what ran before it."""
     opt = TrustRegion(model, comm=SELF, memory=memory)
-    curve = Curve("TR (L-SR1, one level)") if curve is None else curve
-
-    def closure():
-        return loss(model)
+    if curve is None:
+        curve = Curve(name, data)
+        curve.add(data.weight, None, model)  # the start, charged TR's first evaluation
+    last: list = [None, None]  # the closure of the last batch, and TR's closure of it (the same at full batch)
     for _ in range(iterations):
-        f = opt.step(closure)
-        if not curve.rows:
-            curve.add(1, opt.history["loss"][0])
-        curve.add(spent + opt.evaluator.gradients, f)
+        closure, weight = data.next()
+        if closure is not last[0]:
+            last[:] = [closure, lambda c=closure: c(model)]
+        before = 0 if opt.evaluator is None else opt.evaluator.gradients
+        f = opt.step(last[1])
+        spent += weight * (opt.evaluator.gradients - before)
+        curve.add(spent, f, model)
+        data.record(f)
     opt.destroy()
     return curve
 
 
-def run_nested_tr(models, loss, iterations: int, args) -> Curve:
+def run_nested_tr(models, data: Data, iterations: int, args) -> Curve:
     """RMTR's nested iteration (``args.nested`` cycles per coarse level), then single-level
     TR on the finest level: what the multilevel start alone gives."""
     H, opt = rmtr_of(models, args)
-    curve = Curve(f"nested iteration ({args.nested}) + TR")
-    first = opt.nested_iteration(loss, args.nested)
-    spent = opt.gradient_evaluations
-    curve.add(spent, first)
+    curve = Curve(f"nested iteration ({args.nested}) + TR", data)
+    closure, weight = data.next()
+    first = opt.nested_iteration(closure, args.nested)
+    spent = weight * opt.gradient_evaluations
+    curve.add(spent, first, models[-1])
+    data.record(first)
     opt.destroy()
     H.destroy()
-    return run_tr(models[-1], loss, iterations, args.memory, curve, spent)
+    return run_tr(models[-1], data, iterations, args.memory, curve, spent)
 
 
 def smooth_in_depth(models) -> None:
@@ -216,6 +292,9 @@ def main(argv: list[str]) -> dict:
                    help="smooth: the finer levels start as the prolongation of the coarsest level's random weights")
     p.add_argument("--methods", default="rmtr,nested,tr,tao,adam",
                    help="comma-separated, of rmtr, nested, tr (needed), tao, adam, nested-tr")
+    p.add_argument("--samples", type=int, default=512, help="regression and node: training points")
+    p.add_argument("--hybrid", type=int, default=None, metavar="B",
+                   help="hybrid mode for rmtr, nested, tr, nested-tr: mini-batches from B samples, growing")
     p.add_argument("--out", default="out/bench_rmtr")
     args, petsc_args = p.parse_known_args(argv[1:])
     for name, value in DEFAULTS[args.problem].items():
@@ -224,23 +303,34 @@ def main(argv: list[str]) -> dict:
     methods = args.methods.split(",")
     if "tr" not in methods:
         p.error("--methods needs tr (its final loss is the target)")
+    if args.hybrid is not None and {"tao", "adam"} & set(methods):
+        p.error("--hybrid is for rmtr, nested, tr and nested-tr")
     pnode.init([argv[0]] + petsc_args)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    make = {"digits": digits_problem, "regression": regression_problem,
-            "node": lambda *a: regression_problem(*a, network=EulerNeuralODE)}[args.problem]
-    models, loss, accuracy = make(args.levels, args.coarse_blocks, args.width)
+    make = {"digits": digits_problem,
+            "regression": lambda *a: regression_problem(*a, samples=args.samples),
+            "node": lambda *a: regression_problem(*a, network=EulerNeuralODE, samples=args.samples)}[args.problem]
+    models, loss, n, accuracy = make(args.levels, args.coarse_blocks, args.width)
     if args.init == "smooth":
         smooth_in_depth(models)
     fine0 = copy.deepcopy(models[-1])
     curves, accuracies = [], {}
-    for name, run in (("rmtr", lambda m: run_rmtr(models, loss, args.cycles, args)),
-                      ("nested", lambda m: run_rmtr(models, loss, args.cycles, args, args.nested)),
-                      ("tr", lambda m: run_tr(m, loss, args.tr_iterations, args.memory)),
+    if args.hybrid is not None:  # the full-batch TR too: the reference is the TR that ends lower
+        methods.append("tr-full")
+
+    def data():
+        return Data(loss, n, args.hybrid)
+    for name, run in (("rmtr", lambda m: run_rmtr(models, data(), args.cycles, args)),
+                      ("nested", lambda m: run_rmtr(models, data(), args.cycles, args, args.nested)),
+                      ("tr", lambda m: run_tr(m, data(), args.tr_iterations, args.memory,
+                                              name="TR (L-SR1, one level" + (", hybrid)" if args.hybrid else ")"))),
+                      ("tr-full", lambda m: run_tr(m, Data(loss, n, None), args.tr_iterations, args.memory,
+                                                   name="TR (L-SR1, one level, full batch)")),
                       ("tao", lambda m: run_tao(m, loss, args.tr_iterations)),
                       ("adam", lambda m: run_adam(m, loss, args.tr_iterations, args.lr)),
-                      ("nested-tr", lambda m: run_nested_tr(models, loss, args.tr_iterations, args))):
+                      ("nested-tr", lambda m: run_nested_tr(models, data(), args.tr_iterations, args))):
         if name not in methods:
             continue
         if name in ("rmtr", "nested", "nested-tr"):
@@ -251,11 +341,12 @@ def main(argv: list[str]) -> dict:
         curves.append(run(model))
         if accuracy is not None:
             accuracies[curves[-1].name] = accuracy(model)
-    tr = next(c for c in curves if c.name.startswith("TR"))
+    tr = min((c for c in curves if c.name.startswith("TR")), key=lambda c: c.rows[-1][2])
     target, budget = tr.rows[-1][2], tr.rows[-1][0]
     report = {"problem": args.problem, "blocks": len(models[-1].blocks), "levels": args.levels, "init": args.init,
+              "hybrid": args.hybrid, "samples": n,
               "parameters": sum(p.numel() for p in fine0.parameters()), "tr_final_loss": target,
-              "tr_cost": tr.rows[-1][:2], "methods": {}}
+              "tr_cost": tr.rows[-1][:2], "reference": tr.name, "methods": {}}
     for c in curves:
         reached = c.reach(target)
         report["methods"][c.name] = {
@@ -263,12 +354,12 @@ def main(argv: list[str]) -> dict:
             "loss_at_tr_budget": [f for g, _, f in c.rows if g <= budget][-1] if c.rows[0][0] <= budget else None,
             "gradient_ratio": budget / reached[0] if reached else None,
             "time_ratio": tr.rows[-1][1] / reached[1] if reached else None,
-            "test_accuracy": accuracies.get(c.name)}
+            "test_accuracy": accuracies.get(c.name), "steps_before_full_batch": c.data and c.data.steps_before_full}
     report["curves"] = {c.name: c.rows for c in curves}
     (out / f"{args.problem}.json").write_text(json.dumps(report, indent=1))
     plot(out / f"{args.problem}.png", curves, f"{args.problem}: {report['blocks']} blocks, {args.levels} levels")
     print(f"{args.problem}: {report['blocks']} residual blocks, {report['parameters']} parameters; "
-          f"TR's final loss {target:.4e} after {tr.rows[-1][0]:.0f} gradients, {tr.rows[-1][1]:.1f} s")
+          f"{tr.name}'s final loss {target:.4e} after {tr.rows[-1][0]:.0f} gradients, {tr.rows[-1][1]:.1f} s")
     print("| method | final loss | gradients | seconds | loss at TR's budget | reaches TR's loss at (gradients, s) "
           "| test accuracy |")
     print("|---|---|---|---|---|---|---|")

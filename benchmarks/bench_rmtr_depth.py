@@ -36,7 +36,7 @@ def plot(path: Path, runs: list[dict], problem: str) -> None:
     for init in sorted({r["init"] for r in runs}):
         rows = [r for r in runs if r["init"] == init]
         for name in rows[0]["methods"]:
-            if name.startswith("TR"):
+            if all(r["reference"] == name for r in rows):
                 continue
             for axis, key in zip(ax, ("gradient_ratio", "time_ratio")):
                 ratios = [r["methods"][name][key] for r in rows]
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> list[dict]:
             runs.append(bench_rmtr.main([argv[0], "--problem", args.problem, "--levels", levels, "--init", init,
                                          "--methods", METHODS, "--out", str(out / f"{init}-{levels}"), *rest]))
     out.mkdir(parents=True, exist_ok=True)
-    summary = [{k: r[k] for k in ("blocks", "levels", "init", "tr_final_loss", "tr_cost")}
+    summary = [{k: r[k] for k in ("blocks", "levels", "init", "tr_final_loss", "tr_cost", "reference")}
                | {"methods": {name: {k: m[k] for k in ("final_loss", "reaches_tr_loss_at", "gradient_ratio",
                                                        "time_ratio", "test_accuracy")}
                               for name, m in r["methods"].items()}} for r in runs]
@@ -80,14 +80,14 @@ def main(argv: list[str]) -> list[dict]:
         r["methods"] = {re.sub(r", \d+ levels", "", name): m for name, m in r["methods"].items()}
     (out / f"depth_{args.problem}.json").write_text(json.dumps(summary, indent=1))
     plot(out / f"depth_{args.problem}.png", summary, args.problem)
-    print(f"\n{args.problem}: TR's cost to its final loss over each method's cost to reach it "
-          "(gradient evaluations / wall time; - : not reached)")
-    print("| start | blocks (levels) | TR's final loss | " + " | ".join(
-        n for n in summary[0]["methods"] if not n.startswith("TR")) + " |")
-    print("|---" * (3 + len(summary[0]["methods"]) - 1) + "|")
+    names = [n for n in summary[0]["methods"] if not all(r["reference"] == n for r in summary)]
+    print(f"\n{args.problem}: the reference TR's cost to its final loss over each method's cost to reach it "
+          "(gradient evaluations / wall time; - : not reached; ref: the reference, the TR that ends lower)")
+    print("| start | blocks (levels) | TR's final loss | " + " | ".join(names) + " |")
+    print("|---" * (3 + len(names)) + "|")
     for r in summary:
-        cells = ["-" if m["gradient_ratio"] is None else f"{m['gradient_ratio']:.2f} / {m['time_ratio']:.2f}"
-                 for n, m in r["methods"].items() if not n.startswith("TR")]
+        cells = ["ref" if n == r["reference"] else "-" if (m := r["methods"][n])["gradient_ratio"] is None
+                 else f"{m['gradient_ratio']:.2f} / {m['time_ratio']:.2f}" for n in names]
         print(f"| {r['init']} | {r['blocks']} ({r['levels']}) | {r['tr_final_loss']:.3e} | " + " | ".join(cells) + " |")
     return summary
 
