@@ -9,6 +9,10 @@ method's cost to reach it) and writes OUT/depth_<problem>.json and .png.
     python benchmarks/bench_rmtr_depth.py --problem regression --levels 4,5,6,7,8 --out out/bench_rmtr_depth
     python benchmarks/bench_rmtr_depth.py --problem digits --levels 4,5,6,7 --out out/bench_rmtr_depth
     python benchmarks/bench_rmtr_depth.py --problem digits --out out/bench_rmtr_depth --plot-only   # redraw
+
+Other options go to bench_rmtr.py, e.g. ``--hybrid 180`` (the hybrid mode; the ratios are
+then taken against the TR, hybrid or full batch, that ends lower: "ref" in the table) or
+``--samples 16384`` (regression points).
 """
 from __future__ import annotations
 
