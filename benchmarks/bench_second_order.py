@@ -164,7 +164,7 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--points", type=int, default=256)
     p.add_argument("--hidden", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate")
-    p.add_argument("--damping", type=float, default=1e-6, help="Gauss-Newton's proximal weight")
+    p.add_argument("--damping", type=float, default=1e-10, help="Gauss-Newton's proximal weight")
     p.add_argument("--out", default="out/bench_second_order")
     args, petsc_args = p.parse_known_args(argv[1:])
     pnode.init([argv[0]] + petsc_args)
