@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from mpi4py import MPI
@@ -101,18 +102,18 @@ class Data:
     def full(self) -> bool:
         return self.batches is None or self.batches.growth.full
 
-    def next(self):
-        """The next closure ``closure(model)`` and the weight of one of its gradients in
-        full-batch gradients (batch size over ``n``)."""
-        if self.full:
-            return self.loss, 1.0
-        idx, size = self.batches.next()
-        return (lambda model: self.loss(model, idx)), size / self.n
-
     @property
     def weight(self) -> float:
-        """The next batch's size over ``n``."""
+        """The next batch's size over ``n``: what one of its gradients counts in full ones."""
         return 1.0 if self.full else self.batches.growth.size / self.n
+
+    def next(self):
+        """The next closure ``closure(model)`` and its :attr:`weight`."""
+        if self.full:
+            return self.loss, 1.0
+        weight = self.weight
+        idx, _ = self.batches.next()
+        return (lambda model: self.loss(model, idx)), weight
 
     def record(self, loss: float) -> None:
         if self.batches is not None:
@@ -129,20 +130,32 @@ class Data:
 class Curve:
     """(effective gradient evaluations, seconds, full training loss) after each iteration
     of one method; the time spent evaluating a mini-batch method's full loss for the
-    curve is left out of its seconds."""
+    curve is left out of its seconds. ``spent`` is the gradients charged so far."""
 
     def __init__(self, name: str, data: Data | None = None):
         self.name, self.data, self.rows, self._t0 = name, data, [], time.perf_counter()
+        self.spent = 0.0
 
     def add(self, gradients: float, loss: float | None, model: torch.nn.Module | None = None) -> None:
         """Add a point; ``loss`` is the method's loss on the batch it stepped on (None:
         evaluate ``model``'s)."""
-        seconds = time.perf_counter() - self._t0
+        now = time.perf_counter()
         if loss is None or not (self.data is None or self.data.full):
             with torch.no_grad():
                 loss = float(self.data.loss(model))
-            self._t0 += time.perf_counter() - self._t0 - seconds
-        self.rows.append((float(gradients), seconds, float(loss)))
+            self._t0 += time.perf_counter() - now
+        self.rows.append((float(gradients), now - self._t0, float(loss)))
+
+    def step(self, run: Callable, count: Callable[[], float], model: torch.nn.Module) -> float:
+        """``run(closure)`` on :attr:`data`'s next closure: charge the gradient evaluations
+        it adds to ``count()``, weighted by the batch, add the point and record the loss."""
+        closure, weight = self.data.next()
+        before = count()
+        f = run(closure)
+        self.spent += weight * (count() - before)
+        self.add(self.spent, f, model)
+        self.data.record(f)
+        return f
 
     def reach(self, target: float) -> tuple[float, float] | None:
         """Cost (gradients, seconds) at the first point at or below ``target``."""
@@ -169,42 +182,37 @@ def run_rmtr(models, data: Data, cycles: int, args, nested: int = 0) -> Curve:
     point)."""
     H, opt = rmtr_of(models, args)
     name = f"RMTR ({args.cycle}, {len(models)} levels)" + (f" + nested iteration ({nested})" if nested else "")
-    curve, spent = Curve(name, data), 0.0
+    curve = Curve(name, data)
 
-    def step(closure, weight, run):
-        nonlocal spent
-        before = opt.gradient_evaluations
-        f = run(closure)
-        spent += weight * (opt.gradient_evaluations - before)
-        curve.add(spent, f, models[-1])
-        data.record(f)
-    closure, weight = data.next()
-    step(closure, weight, (lambda c: opt.nested_iteration(c, nested)) if nested else opt.prepare)
+    def count():
+        return opt.gradient_evaluations
+    curve.step((lambda c: opt.nested_iteration(c, nested)) if nested else opt.prepare, count, models[-1])
     for _ in range(cycles):
-        step(*data.next(), opt.step)
+        curve.step(opt.step, count, models[-1])
     opt.destroy()
     H.destroy()
     return curve
 
 
 def run_tr(model, data: Data, iterations: int, memory: int, curve: Curve | None = None,
-           spent: float = 0.0, name: str = "TR (L-SR1, one level)") -> Curve:
-    """Single-level TR from ``model``; ``curve`` and ``spent`` (gradients) carry on the
-    curve of what ran before it."""
+           name: str = "TR (L-SR1, one level)") -> Curve:
+    """Single-level TR from ``model``; ``curve`` carries on the curve (and the gradients
+    spent) of what ran before it."""
     opt = TrustRegion(model, comm=SELF, memory=memory)
     if curve is None:
         curve = Curve(name, data)
         curve.add(data.weight, None, model)  # the start, charged TR's first evaluation
     last: list = [None, None]  # the closure of the last batch, and TR's closure of it (the same at full batch)
-    for _ in range(iterations):
-        closure, weight = data.next()
+
+    def run(closure):
         if closure is not last[0]:
-            last[:] = [closure, lambda c=closure: c(model)]
-        before = 0 if opt.evaluator is None else opt.evaluator.gradients
-        f = opt.step(last[1])
-        spent += weight * (opt.evaluator.gradients - before)
-        curve.add(spent, f, model)
-        data.record(f)
+            last[:] = [closure, lambda: closure(model)]
+        return opt.step(last[1])
+
+    def count():
+        return 0 if opt.evaluator is None else opt.evaluator.gradients
+    for _ in range(iterations):
+        curve.step(run, count, model)
     opt.destroy()
     return curve
 
@@ -214,14 +222,10 @@ def run_nested_tr(models, data: Data, iterations: int, args) -> Curve:
     TR on the finest level: what the multilevel start alone gives."""
     H, opt = rmtr_of(models, args)
     curve = Curve(f"nested iteration ({args.nested}) + TR", data)
-    closure, weight = data.next()
-    first = opt.nested_iteration(closure, args.nested)
-    spent = weight * opt.gradient_evaluations
-    curve.add(spent, first, models[-1])
-    data.record(first)
+    curve.step(lambda c: opt.nested_iteration(c, args.nested), lambda: opt.gradient_evaluations, models[-1])
     opt.destroy()
     H.destroy()
-    return run_tr(models[-1], data, iterations, args.memory, curve, spent)
+    return run_tr(models[-1], data, iterations, args.memory, curve)
 
 
 def smooth_in_depth(models) -> None:
